@@ -1,0 +1,363 @@
+"""``tether``: every command is a few lines over :class:`tether.Project`.
+
+Only Typer is imported at start-up; the project, store, database and Rich are imported by the
+commands that use them, so ``tether --help`` and ``tether --version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tether import __version__
+from tether.cli.output import emit_json, fail, handled
+
+if TYPE_CHECKING:
+    from tether.project.core import Project
+
+app = typer.Typer(
+    name="tether",
+    help="Version control for AI systems: one immutable version of the whole behavior.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_state: dict[str, Any] = {"dir": "."}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    directory: Annotated[str, typer.Option("-C", "--project", help="Run as if started in this folder.")] = ".",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Version control for AI systems."""
+    _state["dir"] = directory
+
+
+def _open() -> Project:
+    from tether.project.core import Project
+
+    return Project.open(_state["dir"])
+
+
+def _print_findings(findings: list[Any]) -> None:
+    from tether.cli.output import notice, warn
+
+    for finding in findings:
+        (warn if finding.level == "floating" else notice)(finding.message)
+
+
+# ---- init / add ---------------------------------------------------------------------------------
+@app.command()
+def init(
+    tier: Annotated[str, typer.Option(help="Policy tier: lite, standard or regulated.")] = "standard",
+    store: Annotated[str | None, typer.Option("--store", help="Object store URL (default .tether/objects).")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Metadata database URL (default SQLite in .tether/).")] = None,
+    name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create tether.toml and the .tether/ store in the current folder."""
+    with handled(as_json):
+        from tether.project.core import Project
+
+        project = Project.init(_state["dir"], tier=tier, store_url=store, db_url=db, name=name)
+        try:
+            data = {"root": str(project.root), "tier": project.file.tier, "project": project.file.name}
+            if as_json:
+                emit_json(data)
+            else:
+                typer.echo(f"Initialized tether project '{project.file.name}' (tier {project.file.tier}) in {project.root}")
+        finally:
+            project.close()
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value``: values are TOML values when they parse (numbers, booleans, arrays,
+    inline tables), else strings; dotted keys make nested tables."""
+    import tomllib
+
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            fail(f"--set {pair}: expected key=value", 2)
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        target = settings
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                fail(f"--set {pair}: '{part}' is already a value, not a table", 2)
+        target[parts[-1]] = value
+    return settings
+
+
+@app.command()
+def add(
+    kind: Annotated[str, typer.Argument(help="prompt, config, tools, model, index, evalset, migration or files.")],
+    name: Annotated[str, typer.Argument(help="Component name (its table name in tether.toml).")],
+    sources: Annotated[list[str] | None, typer.Argument(help="Files, folders or globs.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value, repeatable.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Declare a component in tether.toml."""
+    with handled(as_json):
+        settings = _parse_settings(set_ or [])
+        with _open() as project:
+            result = project.add(kind, name, list(sources or []), settings)
+        if as_json:
+            emit_json(result.to_json())
+            return
+        _print_findings(result.findings)
+        typer.echo(f"Added {kind} component '{name}' to tether.toml")
+
+
+# ---- status / commit ------------------------------------------------------------------------------
+@app.command()
+def status(
+    exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when anything drifted.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Components whose content on disk differs from the current version (drift)."""
+    with handled(as_json):
+        with _open() as project:
+            report = project.status()
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            from tether.cli.render import render_status
+
+            render_status(report)
+        if exit_code and not report.clean:
+            raise typer.Exit(1)
+
+
+@app.command()
+def commit(
+    message: Annotated[str, typer.Option("-m", "--message", help="What changed and why.")],
+    branch: Annotated[str | None, typer.Option(help="Commit onto this branch (created here) and switch to it.")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Record a version even if nothing changed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot every component into a new version; prints its version ID."""
+    with handled(as_json):
+        with _open() as project:
+            result = project.commit(message, branch=branch, allow_empty=allow_empty)
+        if as_json:
+            emit_json(result.to_json())
+            return
+        _print_findings(result.findings)
+        from tether.cli.output import err_console
+
+        where = result.branch or "detached HEAD"
+        changed = ", ".join(result.changed) if result.changed else "nothing (empty commit)"
+        err_console().print(f"[{where}] content {result.content_digest[:12]}; changed: {changed}")
+        typer.echo(result.version_id)
+
+
+# ---- history ---------------------------------------------------------------------------------------
+@app.command()
+def log(
+    ref: Annotated[str | None, typer.Argument(help="Start here (default HEAD).")] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="Draw the ancestry.")] = False,
+    max_count: Annotated[int | None, typer.Option("-n", "--max-count", help="Show at most N versions.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Versions reachable from REF, newest first."""
+    with handled(as_json):
+        with _open() as project:
+            entries = project.log(ref, limit=max_count)
+        if as_json:
+            emit_json([entry.to_json() for entry in entries])
+        else:
+            from tether.cli.render import render_log
+
+            render_log(entries, graph)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="A version reference.")] = "HEAD",
+    as_json: JsonOpt = False,
+) -> None:
+    """One version: both digests, parents, message, components and environment."""
+    with handled(as_json):
+        with _open() as project:
+            info, snapshots, environment = project.show(ref)
+        if as_json:
+            emit_json({
+                **info.to_json(),
+                "snapshots": {name: snap.to_json() for name, snap in snapshots.items()},
+                "environment_capture": environment,
+            })
+        else:
+            from tether.cli.render import render_show
+
+            render_show(info, snapshots, environment)
+
+
+@app.command()
+def diff(
+    ref_a: Annotated[str, typer.Argument(help="Old side.")],
+    ref_b: Annotated[str | None, typer.Argument(help="New side (default: the working tree).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed, component by component, in each component's own terms."""
+    with handled(as_json):
+        with _open() as project:
+            report = project.diff(ref_a, ref_b)
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            from tether.cli.render import render_diff
+
+            render_diff(report)
+
+
+# ---- materializing and branches ----------------------------------------------------------------
+@app.command()
+def checkout(
+    ref: Annotated[str, typer.Argument(help="A version reference or branch.")],
+    dir_: Annotated[str | None, typer.Option("--dir", help="Write into this (new or empty) folder instead.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite uncommitted changes.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a version's content back byte for byte (verified)."""
+    with handled(as_json):
+        with _open() as project:
+            result = project.checkout(ref, dest=dir_, force=force)
+        if as_json:
+            emit_json(result.to_json())
+            return
+        place = result.destination if dir_ else "the working tree"
+        typer.echo(f"Checked out {result.version_id[:12]} into {place}: {result.files_written} files written"
+                   + (f", {result.files_removed} removed" if result.files_removed else ""))
+
+
+@app.command()
+def branch(
+    name: Annotated[str | None, typer.Argument(help="New branch name (omit to list).")] = None,
+    from_ref: Annotated[str, typer.Argument(help="Start point (default HEAD).")] = "HEAD",
+    delete: Annotated[bool, typer.Option("-d", "--delete", help="Delete NAME (its versions stay).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List branches, or create one at a version."""
+    with handled(as_json):
+        with _open() as project:
+            if name is None:
+                branches = project.branches()
+                current = project.current_branch()
+                if as_json:
+                    emit_json({"current": current, "branches": branches})
+                else:
+                    for branch_name, version_id in sorted(branches.items()):
+                        mark = "*" if branch_name == current else " "
+                        typer.echo(f"{mark} {branch_name:<20} {version_id[:12]}")
+                return
+            if delete:
+                project.delete_branch(name)
+                if as_json:
+                    emit_json({"deleted": name})
+                else:
+                    typer.echo(f"Deleted branch {name}")
+                return
+            version_id = project.create_branch(name, from_ref)
+        if as_json:
+            emit_json({"branch": name, "version_id": version_id})
+        else:
+            typer.echo(f"Created branch {name} at {version_id[:12]}")
+
+
+@app.command()
+def compose(
+    from_ref: Annotated[str, typer.Argument(help="The version to start from.")],
+    take: Annotated[list[str], typer.Option("--take", help="NAME=REF: take component NAME from REF (repeatable).")],
+    message: Annotated[str, typer.Option("-m", "--message", help="Why this combination.")],
+    branch: Annotated[str | None, typer.Option(help="Record on this branch (default: the current one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recombine whole components from several versions; every source is recorded as a parent."""
+    with handled(as_json):
+        takes: dict[str, str] = {}
+        for item in take:
+            component, sep, ref = item.partition("=")
+            if not sep or not component or not ref:
+                fail(f"--take {item}: expected NAME=REF", 2, as_json)
+            takes[component] = ref
+        with _open() as project:
+            result = project.compose(from_ref, takes, message, branch=branch)
+        if as_json:
+            emit_json(result.to_json())
+            return
+        _print_findings(result.findings)
+        typer.echo(result.version_id)
+
+
+# ---- integrity -----------------------------------------------------------------------------------
+@app.command()
+def fsck(as_json: JsonOpt = False) -> None:
+    """Verify every version, snapshot, reference and object; exit 1 naming each problem."""
+    with handled(as_json):
+        from tether.cli.output import make_progress
+
+        update, close = make_progress()
+        with _open() as project:
+            try:
+                report = project.fsck(progress=None if as_json else update)
+            finally:
+                close()
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            for problem in report.problems:
+                typer.echo(f"error: {problem}", err=True)
+            state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+            typer.echo(f"fsck: {report.versions} versions, {report.snapshots} snapshots, {report.objects} objects: {state}")
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    grace: Annotated[float, typer.Option(help="Keep unreferenced objects younger than this many seconds.")] = 3600.0,
+    now: Annotated[bool, typer.Option("--now", help="No grace period.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove objects that no version refers to (after a grace period)."""
+    with handled(as_json):
+        with _open() as project:
+            report = project.gc(grace_seconds=0.0 if now else grace, dry_run=dry_run)
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            verb = "would remove" if dry_run else "removed"
+            typer.echo(f"gc: {verb} {len(report.removed)} objects ({report.bytes_freed:,} bytes), kept {report.kept}"
+                       + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
+
+
+def run() -> None:
+    """Console entry point."""
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app()
+
+
+if __name__ == "__main__":
+    run()

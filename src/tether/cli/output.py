@@ -1,0 +1,108 @@
+"""Printing: JSON for machines, Rich for people, errors as one line on stderr with the right exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+
+from tether.errors import TetherError
+
+_console = None
+_err_console = None
+
+
+def console():  # type: ignore[no-untyped-def]
+    """Rich console on stdout (created on first use)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
+
+
+def err_console():  # type: ignore[no-untyped-def]
+    """Rich console on stderr for warnings and progress."""
+    global _err_console
+    if _err_console is None:
+        from rich.console import Console
+
+        _err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _err_console
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def fail(message: str, code: int, as_json: bool = False) -> NoReturn:
+    """One line naming what is wrong, on stderr (and as JSON on stdout under ``--json``)."""
+    if as_json:
+        emit_json({"error": message, "exit_code": code})
+    sys.stderr.write(f"tether: error: {message}\n")
+    raise typer.Exit(code)
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code of a known failure, None for a bug (which should show its traceback)."""
+    if isinstance(exc, TetherError):
+        return exc.exit_code
+    from tether.components.base import ComponentError
+    from tether.meta.base import BranchConflictError, MetadataError
+    from tether.store.base import ObjectCorruptError, ObjectMissingError, StoreError
+
+    if isinstance(exc, ObjectCorruptError | ObjectMissingError | BranchConflictError):
+        return 1
+    if isinstance(exc, ComponentError | StoreError | MetadataError):
+        return 2
+    return None
+
+
+@contextmanager
+def handled(as_json: bool = False) -> Iterator[None]:
+    """Turn tether's errors into a one-line message and exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        fail(str(exc), code, as_json)
+
+
+def warn(message: str) -> None:
+    err_console().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+
+
+def notice(message: str) -> None:
+    err_console().print(f"[cyan]notice:[/cyan] {message}", markup=True)
+
+
+def make_progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """A Rich progress bar on stderr, shown only for long work (many items)."""
+    state: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if total < 200 and "bar" not in state:
+            return
+        if "bar" not in state:
+            from rich.progress import Progress
+
+            bar = Progress(console=err_console(), transient=True)
+            bar.start()
+            state["bar"] = bar
+            state["task"] = bar.add_task(phase, total=total)
+        state["bar"].update(state["task"], completed=done, total=total, description=phase)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].stop()
+
+    return update, close

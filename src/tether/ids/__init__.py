@@ -1,0 +1,26 @@
+"""Identities: hashing, canonical encoding and version IDs.
+
+Everything tether names is named by the BLAKE3 digest of canonical bytes, so the same
+content gets the same name on any machine, whatever its path, clock, user or thread count.
+"""
+
+from tether.ids.canonical import canonical_bytes, canonical_json
+from tether.ids.hashing import (
+    DIGEST_HEX_LEN,
+    Hasher,
+    digest_bytes,
+    digest_file,
+    digest_json,
+    is_digest,
+)
+
+__all__ = [
+    "DIGEST_HEX_LEN",
+    "Hasher",
+    "canonical_bytes",
+    "canonical_json",
+    "digest_bytes",
+    "digest_file",
+    "digest_json",
+    "is_digest",
+]

@@ -1,0 +1,821 @@
+"""The public Python API: a :class:`Project` opened from a folder.
+
+Every command of the CLI (and later the server) is a thin layer over these methods. A version
+becomes visible only after all of its objects are stored: objects first, then one metadata
+transaction that writes the snapshots, the version and the branch move together.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import heapq
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tether.components import (
+    BlobReader,
+    ComponentDiff,
+    ComponentError,
+    FileEntry,
+    PinningFinding,
+    Snapshot,
+    get_kind,
+)
+from tether.components.base import is_posix_relative
+from tether.errors import (
+    CheckFailedError,
+    DriftError,
+    NothingToCommitError,
+    PinningError,
+    ReferenceNotFoundError,
+    UsageError,
+    VerificationError,
+)
+from tether.ids import canonical_bytes, digest_bytes, digest_file
+from tether.meta import BranchConflictError, MetadataRepository, VersionRecord, open_metadata
+from tether.project.manifest import Manifest
+from tether.project.projectfile import (
+    PROJECT_FILE,
+    TIERS,
+    ComponentDecl,
+    ProjectFile,
+    append_component,
+    load_project_file,
+    parse_component,
+    render_new_project,
+)
+from tether.project.refs import BRANCH_NAME, resolve_ref
+from tether.project.results import (
+    AddResult,
+    CheckoutResult,
+    CommitResult,
+    ComponentStatus,
+    DiffReport,
+    FsckReport,
+    GcReport,
+    StatusReport,
+    VersionInfo,
+)
+from tether.project.statcache import StatCache
+from tether.project.worktree import WorkingTree
+from tether.store import ObjectCorruptError, ObjectMissingError, ObjectStore, StoreError, open_store
+from tether.store.atomic import atomic_write_bytes
+
+DOT_DIR = ".tether"
+DEFAULT_BRANCH = "main"
+WORKING_TREE = "working tree"
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _author() -> str:
+    """Who commits: ``TETHER_AUTHOR``, else Git's user, else user@host."""
+    explicit = os.environ.get("TETHER_AUTHOR")
+    if explicit:
+        return explicit
+    with suppress(OSError, subprocess.SubprocessError):
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=2).stdout.strip()
+        email = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, timeout=2).stdout.strip()
+        if name:
+            return f"{name} <{email}>" if email else name
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class StoreReader(BlobReader):
+    """Reads snapshot files from the object store, falling back to the working tree for content
+    that is not committed yet (a diff against the working tree)."""
+
+    def __init__(self, store: ObjectStore, tree: WorkingTree | None = None):
+        self.store = store
+        self.tree = tree
+
+    def open(self, entry: FileEntry) -> BinaryIO:
+        try:
+            return self.store.open(entry.digest)
+        except ObjectMissingError:
+            if self.tree is None:
+                raise
+        path = self.tree.resolve(entry.path, entry.path)
+        return open(path, "rb")
+
+
+class Project:
+    """A tether project: ``tether.toml``, its working tree, and the version graph in ``.tether/``."""
+
+    def __init__(self, root: Path, project_file: ProjectFile, store: ObjectStore, meta: MetadataRepository):
+        self.root = root
+        self.dot = root / DOT_DIR
+        self.file = project_file
+        self.store = store
+        self.meta = meta
+        self.cache = StatCache(self.dot / "cache" / "stat.json")
+        self.tree = WorkingTree(root, self.cache, PROJECT_FILE)
+
+    # ---- opening ---------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str] = ".",
+        tier: str = "standard",
+        store_url: str | None = None,
+        db_url: str | None = None,
+        name: str | None = None,
+    ) -> Project:
+        """Create ``tether.toml`` (unless present) and ``.tether/``; re-running is safe."""
+        if tier not in TIERS:
+            raise UsageError(f"--tier: '{tier}' is not one of {', '.join(TIERS)}")
+        root = Path(path).resolve()
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a folder")
+        project_path = root / PROJECT_FILE
+        if not project_path.exists():
+            raw = render_new_project(name or root.name or "project", tier, store_url, db_url)
+            atomic_write_bytes(project_path, raw)
+        elif store_url or db_url:
+            existing = load_project_file(project_path, validate_components=False)
+            if (store_url and store_url != existing.objects_url) or (db_url and db_url != existing.metadata_url):
+                raise UsageError(f"{PROJECT_FILE}: already initialized with other storage; edit its [storage] table instead")
+        dot = root / DOT_DIR
+        dot.mkdir(exist_ok=True)
+        atomic_write_bytes(dot / ".gitignore", b"*\n")
+        if not (dot / "HEAD").exists():
+            atomic_write_bytes(dot / "HEAD", f"ref: {DEFAULT_BRANCH}\n".encode())
+        project_file = load_project_file(project_path, validate_components=False)
+        store = open_store(project_file.objects_url, root)
+        meta = open_metadata(project_file.metadata_url, root, create=True)
+        return cls(root, project_file, store, meta)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = ".", search_parents: bool = True) -> Project:
+        """Open the project at ``path`` (or the nearest folder above it holding ``tether.toml``)."""
+        start = Path(path).resolve()
+        candidates = [start, *start.parents] if search_parents else [start]
+        for folder in candidates:
+            if (folder / PROJECT_FILE).is_file() and (folder / DOT_DIR).is_dir():
+                project_file = load_project_file(folder / PROJECT_FILE, validate_components=False)
+                store = open_store(project_file.objects_url, folder)
+                meta = open_metadata(project_file.metadata_url, folder)
+                return cls(folder, project_file, store, meta)
+        raise UsageError(f"{start}: not a tether project (no {PROJECT_FILE} with {DOT_DIR}/ here or above); run `tether init`")
+
+    def close(self) -> None:
+        self.cache.save()
+        self.meta.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reload(self) -> ProjectFile:
+        """Re-read and fully validate ``tether.toml`` (every component through its kind)."""
+        self.file = load_project_file(self.root / PROJECT_FILE)
+        return self.file
+
+    # ---- HEAD and references -----------------------------------------------------------------
+    def _head_text(self) -> str:
+        try:
+            return (self.dot / "HEAD").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return f"ref: {DEFAULT_BRANCH}"
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch, or None when HEAD is detached at a version."""
+        text = self._head_text()
+        return text[len("ref: "):] if text.startswith("ref: ") else None
+
+    def head(self) -> str | None:
+        """The current version ID (None before the first commit)."""
+        text = self._head_text()
+        if text.startswith("ref: "):
+            return self.meta.get_branch(text[len("ref: "):])
+        return text or None
+
+    def _set_head(self, branch: str | None, version_id: str | None = None) -> None:
+        content = f"ref: {branch}\n" if branch else f"{version_id}\n"
+        atomic_write_bytes(self.dot / "HEAD", content.encode())
+
+    def resolve(self, ref: str) -> str:
+        """The version ID a reference names (see DESIGN.md: ID, prefix, HEAD, branch, ``~N``)."""
+        return resolve_ref(ref, self.meta, self.head)
+
+    def manifest(self, version_id: str) -> Manifest:
+        record = self.meta.get_version(version_id)
+        if record is None:
+            raise ReferenceNotFoundError(f"version {version_id}: not found")
+        return Manifest.from_bytes(record.manifest, expected_id=version_id)
+
+    def snapshot(self, digest: str) -> Snapshot:
+        """A stored snapshot, verified against its digest."""
+        body = self.meta.get_snapshot(digest)
+        if body is None:
+            raise VerificationError(f"snapshot {digest[:12]}: missing from the metadata database")
+        if digest_bytes(body) != digest:
+            raise VerificationError(f"snapshot {digest[:12]}: content does not hash to its digest (corrupted metadata)")
+        return Snapshot.from_json(json.loads(body))
+
+    def version_snapshots(self, version_id: str) -> dict[str, Snapshot]:
+        manifest = self.manifest(version_id)
+        return {name: self.snapshot(digest) for name, digest in manifest.components.items()}
+
+    def info(self, version_id: str, refs: dict[str, list[str]] | None = None) -> VersionInfo:
+        manifest = self.manifest(version_id)
+        return VersionInfo(
+            version_id=version_id,
+            content_digest=manifest.content_digest,
+            parents=list(manifest.parents),
+            message=manifest.message,
+            author=manifest.author,
+            time=manifest.time,
+            tier=manifest.tier,
+            components={name: {"kind": manifest.kinds[name], "snapshot": d} for name, d in manifest.components.items()},
+            environment=manifest.environment,
+            refs=(refs or {}).get(version_id, []),
+        )
+
+    def refs_by_version(self) -> dict[str, list[str]]:
+        """Version ID -> names pointing at it (``HEAD -> main``, other branches)."""
+        names: dict[str, list[str]] = {}
+        current = self.current_branch()
+        for branch, version_id in sorted(self.meta.list_branches().items()):
+            label = f"HEAD -> {branch}" if branch == current else branch
+            names.setdefault(version_id, []).append(label)
+        if current is None:
+            head = self.head()
+            if head:
+                names.setdefault(head, []).insert(0, "HEAD")
+        for labels in names.values():
+            labels.sort(key=lambda label: not label.startswith("HEAD"))
+        return names
+
+    # ---- declaring ----------------------------------------------------------------------------
+    def add(
+        self,
+        kind: str,
+        name: str,
+        sources: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> AddResult:
+        """Declare a component in ``tether.toml`` after checking it snapshots cleanly."""
+        current = self.reload()
+        if name in current.components:
+            raise UsageError(f"{PROJECT_FILE}: components.{name} already exists; edit it there")
+        kind_impl = get_kind(kind)
+        table = kind_impl.spec_from_add(name, list(sources or []), dict(settings or {}))
+        decl = parse_component(self.root / PROJECT_FILE, name, {"kind": kind, **table})
+        kind_impl.snapshot(name, decl.spec, self.tree)  # the sources must exist and parse
+        findings = self._check_pinning({name: decl})
+        append_component(self.root / PROJECT_FILE, name, kind, table)
+        self.reload()
+        self.cache.save()
+        return AddResult(name=name, kind=kind, table=table, findings=findings)
+
+    def _check_pinning(self, decls: dict[str, ComponentDecl]) -> list[PinningFinding]:
+        """Floating identities: warnings in ``lite``/``standard``, refused in ``regulated``."""
+        findings: list[PinningFinding] = []
+        for name, decl in decls.items():
+            findings.extend(get_kind(decl.kind).check_pinning(name, decl.spec))
+        floating = [finding for finding in findings if finding.level == "floating"]
+        if floating and self.file.tier == "regulated":
+            raise PinningError(f"{PROJECT_FILE}: tier 'regulated' refuses floating identities: {floating[0].message}")
+        return findings
+
+    # ---- snapshots of the working tree --------------------------------------------------------
+    def working_snapshots(self) -> dict[str, Snapshot]:
+        """Every declared component snapshotted from disk; errors propagate (bad input)."""
+        decls = self.reload().components
+        snapshots = {name: get_kind(decl.kind).snapshot(name, decl.spec, self.tree) for name, decl in decls.items()}
+        self.cache.save()
+        return snapshots
+
+    def status(self) -> StatusReport:
+        """Drift: each component whose content on disk differs from the current version, and how."""
+        decls = self.reload().components
+        head = self.head()
+        committed = self.version_snapshots(head) if head else {}
+        items: list[ComponentStatus] = []
+        for name, decl in decls.items():
+            old = committed.get(name)
+            try:
+                new = get_kind(decl.kind).snapshot(name, decl.spec, self.tree)
+            except ComponentError as exc:
+                items.append(ComponentStatus(name, decl.kind, "missing" if old else "added", error=str(exc)))
+                continue
+            if old is None:
+                items.append(ComponentStatus(name, decl.kind, "added", [{"path": e.path, "change": "added"} for e in new.files]))
+            elif old.digest == new.digest:
+                items.append(ComponentStatus(name, decl.kind, "clean"))
+            else:
+                items.append(
+                    ComponentStatus(name, decl.kind, "modified", _file_changes(old, new), spec_changed=old.spec != new.spec)
+                )
+        for name, old in committed.items():
+            if name not in decls:
+                items.append(ComponentStatus(name, old.kind, "removed"))
+        self.cache.save()
+        return StatusReport(branch=self.current_branch(), head=head, components=items)
+
+    # ---- committing ---------------------------------------------------------------------------
+    def commit(self, message: str, branch: str | None = None, allow_empty: bool = False) -> CommitResult:
+        """Snapshot every component and record a new version on the current branch (or ``branch``)."""
+        if not message or not message.strip():
+            raise UsageError("-m/--message: a commit needs a message")
+        head = self.head()
+        current = self.current_branch()
+        target_branch = branch or current
+        expected = head
+        if branch is not None and branch != current:
+            self._check_branch_name(branch)
+            expected = self.meta.get_branch(branch)
+            if expected is not None and expected != head:
+                raise CheckFailedError(
+                    f"--branch {branch}: branch is at {expected[:12]}, not at the current version; "
+                    f"run `tether checkout {branch}` first"
+                )
+        decls = self.reload().components
+        snapshots = {name: get_kind(decl.kind).snapshot(name, decl.spec, self.tree) for name, decl in decls.items()}
+        findings = self._check_pinning(decls)
+        components = {name: snap.digest for name, snap in sorted(snapshots.items())}
+        before = self.manifest(head).components if head else {}
+        if head and before == components and not allow_empty:
+            raise NothingToCommitError("nothing to commit: every component matches the current version (use --allow-empty)")
+        changed = sorted(name for name in set(components) | set(before) if before.get(name) != components.get(name))
+        return self._record_version(
+            snapshots=snapshots,
+            parents=[head] if head else [],
+            message=message,
+            branch=target_branch,
+            expected=expected,
+            changed=changed,
+            findings=findings,
+            store_from_tree=True,
+            switch_to=branch if branch != current else None,
+        )
+
+    def _store_files(self, snapshots: dict[str, Snapshot], progress: Progress | None = None) -> None:
+        """Put every file of the working tree's snapshots into the object store (streamed)."""
+        entries = {entry.digest: entry for snap in snapshots.values() for entry in snap.files}
+        total = len(entries)
+        for done, entry in enumerate(entries.values(), start=1):
+            if not self.store.has(entry.digest):
+                path = self.tree.resolve(entry.path, entry.path)
+                try:
+                    self.store.put_file(path, expected_digest=entry.digest)
+                except StoreError as exc:
+                    raise CheckFailedError(f"{entry.path}: {exc}") from exc
+            if progress:
+                progress("storing", done, total)
+
+    def _record_version(
+        self,
+        snapshots: dict[str, Snapshot],
+        parents: list[str],
+        message: str,
+        branch: str | None,
+        expected: str | None,
+        changed: list[str],
+        findings: list[PinningFinding],
+        store_from_tree: bool,
+        switch_to: str | None = None,
+        project_file_digest: str | None = None,
+    ) -> CommitResult:
+        from tether.components.environment import capture_environment
+
+        if store_from_tree:
+            self._store_files(snapshots)
+            project_file_digest = self.store.put_bytes(self.file.raw)
+        environment = capture_environment()
+        environment_bytes = canonical_bytes(environment)
+        environment_digest = digest_bytes(environment_bytes)
+        components = {name: snap.digest for name, snap in sorted(snapshots.items())}
+        manifest = Manifest(
+            components=components,
+            kinds={name: snap.kind for name, snap in snapshots.items()},
+            parents=tuple(parents),
+            message=message.strip(),
+            author=_author(),
+            time=_now(),
+            tier=self.file.tier,
+            project=self.file.name,
+            environment=environment_digest,
+            project_file=project_file_digest,
+        )
+        body = manifest.to_bytes()
+        record = VersionRecord(version_id=digest_bytes(body), content_digest=manifest.content_digest, created_at=manifest.time, manifest=body)
+        snapshot_bodies = {snap.digest: canonical_bytes(snap.to_json()) for snap in snapshots.values()}
+        snapshot_bodies[environment_digest] = environment_bytes
+        try:
+            self.meta.put_version(record, list(parents), snapshot_bodies, branch=branch, expected_branch_target=expected)
+        except BranchConflictError as exc:
+            raise CheckFailedError(f"branch '{branch}' moved while committing ({exc}); nothing was recorded, try again") from exc
+        if branch is None:
+            self._set_head(None, record.version_id)
+        elif switch_to is not None:
+            self._set_head(switch_to)
+        self.cache.save()
+        return CommitResult(
+            version_id=record.version_id,
+            content_digest=record.content_digest,
+            branch=branch,
+            parents=list(parents),
+            changed=changed,
+            findings=findings,
+        )
+
+    # ---- history -------------------------------------------------------------------------------
+    def log(self, ref: str | None = None, limit: int | None = None) -> list[VersionInfo]:
+        """Ancestors of ``ref`` (default HEAD), children before parents, newest first."""
+        start = self.resolve(ref or "HEAD")
+        refs = self.refs_by_version()
+        infos: dict[str, VersionInfo] = {}
+        children_left: dict[str, int] = {}
+        stack = [start]
+        while stack:
+            version_id = stack.pop()
+            if version_id in infos:
+                continue
+            infos[version_id] = self.info(version_id, refs)
+            for parent in infos[version_id].parents:
+                children_left[parent] = children_left.get(parent, 0) + 1
+                stack.append(parent)
+        ready: list[tuple[str, str]] = [(_neg_time(infos[start].time), start)]
+        ordered: list[VersionInfo] = []
+        while ready and (limit is None or len(ordered) < limit):
+            _, version_id = heapq.heappop(ready)
+            ordered.append(infos[version_id])
+            for parent in infos[version_id].parents:
+                children_left[parent] -= 1
+                if children_left[parent] == 0:
+                    heapq.heappush(ready, (_neg_time(infos[parent].time), parent))
+        return ordered
+
+    def show(self, ref: str = "HEAD") -> tuple[VersionInfo, dict[str, Snapshot], dict[str, Any] | None]:
+        """A version, its snapshots and its captured environment."""
+        version_id = self.resolve(ref)
+        info = self.info(version_id, self.refs_by_version())
+        snapshots = self.version_snapshots(version_id)
+        environment = None
+        if info.environment:
+            body = self.meta.get_snapshot(info.environment)
+            environment = json.loads(body) if body else None
+        return info, snapshots, environment
+
+    def diff(self, ref_a: str, ref_b: str | None = None) -> DiffReport:
+        """What changed from ``ref_a`` to ``ref_b`` (default: the working tree), per component."""
+        id_a = self.resolve(ref_a)
+        old = self.version_snapshots(id_a)
+        environment_diff: ComponentDiff | None = None
+        if ref_b is None:
+            new = self.working_snapshots()
+            label_b = WORKING_TREE
+        else:
+            id_b = self.resolve(ref_b)
+            new = self.version_snapshots(id_b)
+            label_b = id_b
+            from tether.components.environment import diff_environment
+
+            env_a, env_b = self.manifest(id_a).environment, self.manifest(id_b).environment
+            if env_a != env_b:
+                environment_diff = diff_environment(self._environment(env_a), self._environment(env_b))
+        reader = StoreReader(self.store, self.tree)
+        diffs: list[ComponentDiff] = []
+        for name in sorted(set(old) | set(new)):
+            before, after = old.get(name), new.get(name)
+            if before is not None and after is not None and before.kind != after.kind:
+                diffs.append(get_kind(before.kind).diff(name, before, None, reader))
+                diffs.append(get_kind(after.kind).diff(name, None, after, reader))
+                continue
+            kind = get_kind((after or before).kind)  # type: ignore[union-attr]
+            if before is not None and after is not None and before.digest == after.digest:
+                diffs.append(ComponentDiff(name=name, kind=kind.name, status="unchanged"))
+            else:
+                diffs.append(kind.diff(name, before, after, reader))
+        return DiffReport(a=id_a, b=label_b, components=diffs, environment=environment_diff)
+
+    def _environment(self, digest: str | None) -> dict[str, Any] | None:
+        if digest is None:
+            return None
+        body = self.meta.get_snapshot(digest)
+        return json.loads(body) if body else None
+
+    # ---- materializing -----------------------------------------------------------------------
+    def checkout(self, ref: str, dest: str | os.PathLike[str] | None = None, force: bool = False) -> CheckoutResult:
+        """Put a version's content back byte for byte: into ``dest``, or into the working tree.
+
+        Every object is verified while it is copied to a staging file; nothing at the destination
+        changes unless every file verified.
+        """
+        version_id = self.resolve(ref)
+        manifest = self.manifest(version_id)
+        snapshots = self.version_snapshots(version_id)
+        wanted: dict[str, FileEntry] = {}
+        for snap in snapshots.values():
+            for entry in snap.files:
+                wanted[entry.path] = entry
+        if manifest.project_file:
+            wanted.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, manifest.project_file, 0))
+        if dest is not None:
+            target_root = Path(dest).resolve()
+            if target_root.exists() and (not target_root.is_dir() or any(target_root.iterdir())):
+                raise UsageError(f"--dir {dest}: exists and is not an empty folder")
+            target_root.mkdir(parents=True, exist_ok=True)
+            written = self._materialize(target_root, wanted)
+            return CheckoutResult(version_id, str(target_root), written, 0, None)
+
+        if not force:
+            drift = self.status().drifted
+            if drift:
+                names = ", ".join(f"{item.name} ({item.state})" for item in drift)
+                raise DriftError(f"working tree has changes no version records: {names}; commit them or use --force")
+        head = self.head()
+        stale: set[str] = set()
+        if head:
+            for snap in self.version_snapshots(head).values():
+                stale.update(entry.path for entry in snap.files)
+        stale -= set(wanted)
+        written = self._materialize(self.root, wanted)
+        removed = 0
+        for rel in sorted(stale):
+            path = self.root / rel
+            if is_posix_relative(rel) and path.is_file():
+                path.unlink()
+                removed += 1
+        branch = ref if self.meta.get_branch(ref) == version_id else None
+        self._set_head(branch, version_id)
+        self.reload()
+        return CheckoutResult(version_id, str(self.root), written, removed, branch or version_id)
+
+    def _materialize(self, target_root: Path, entries: dict[str, FileEntry]) -> int:
+        staged: list[tuple[Path, Path, FileEntry]] = []
+        try:
+            for rel, entry in sorted(entries.items()):
+                final = _safe_destination(target_root, rel)
+                if final.is_file() and not final.is_symlink() and self._holds(target_root, rel, entry):
+                    continue
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tether-tmp", dir=final.parent)
+                os.close(fd)
+                staged.append((Path(tmp), final, entry))
+                try:
+                    self.store.materialize(entry.digest, tmp)
+                except ObjectMissingError as exc:
+                    raise VerificationError(f"{rel}: object {entry.digest[:12]} is missing from the store") from exc
+                except ObjectCorruptError as exc:
+                    raise VerificationError(f"{rel}: object {entry.digest[:12]} is corrupted (it no longer hashes to its name)") from exc
+                os.chmod(tmp, 0o755 if entry.executable else 0o644)
+        except BaseException:
+            for tmp, _, _ in staged:
+                with suppress(FileNotFoundError):
+                    tmp.unlink()
+            raise
+        for tmp, final, _ in staged:
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        return len(staged)
+
+    def _holds(self, target_root: Path, rel: str, entry: FileEntry) -> bool:
+        """True when the destination file already has the entry's bytes (stat-cached in the tree)."""
+        try:
+            if target_root == self.root:
+                return self.tree.file_entry(rel).digest == entry.digest
+            if entry.size and (target_root / rel).stat().st_size != entry.size:
+                return False
+            return digest_file(target_root / rel)[0] == entry.digest
+        except (OSError, ComponentError):
+            return False
+
+    # ---- branches ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_branch_name(name: str) -> None:
+        if not BRANCH_NAME.match(name) or name == "HEAD" or "@{" in name or "~" in name or "^" in name:
+            raise UsageError(f"branch name '{name}': use letters, digits, '.', '_', '-' and '/'")
+
+    def branches(self) -> dict[str, str]:
+        return self.meta.list_branches()
+
+    def create_branch(self, name: str, from_ref: str = "HEAD") -> str:
+        self._check_branch_name(name)
+        version_id = self.resolve(from_ref)
+        try:
+            self.meta.set_branch(name, version_id, create_only=True)
+        except BranchConflictError as exc:
+            raise CheckFailedError(f"branch '{name}' already exists") from exc
+        return version_id
+
+    def delete_branch(self, name: str) -> None:
+        if self.meta.get_branch(name) is None:
+            raise ReferenceNotFoundError(f"branch '{name}': no such branch")
+        if name == self.current_branch():
+            raise CheckFailedError(f"branch '{name}' is checked out; check out another first")
+        self.meta.delete_branch(name)
+
+    # ---- compose ---------------------------------------------------------------------------------
+    def compose(self, from_ref: str, takes: dict[str, str], message: str, branch: str | None = None) -> CommitResult:
+        """A new version: ``from_ref``'s components with the named ones taken from other versions.
+
+        Every source version is a parent (``from_ref`` first). Components are taken whole, never
+        merged: weights are opaque.
+        """
+        if not takes:
+            raise UsageError("--take: name at least one component to take (NAME=REF)")
+        if not message or not message.strip():
+            raise UsageError("-m/--message: compose needs a message")
+        base_id = self.resolve(from_ref)
+        snapshots = self.version_snapshots(base_id)
+        parents = [base_id]
+        for name, ref in takes.items():
+            source_id = self.resolve(ref)
+            source = self.version_snapshots(source_id)
+            if name not in source:
+                raise UsageError(f"--take {name}={ref}: version {source_id[:12]} has no component '{name}'")
+            snapshots[name] = source[name]
+            if source_id not in parents:
+                parents.append(source_id)
+        decls = {name: ComponentDecl(name, snap.kind, snap.spec) for name, snap in snapshots.items()}
+        findings = self._check_pinning(decls)
+        base_manifest = self.manifest(base_id)
+        changed = sorted(name for name, snap in snapshots.items() if base_manifest.components.get(name) != snap.digest)
+        target = branch or self.current_branch()
+        if target is None:
+            raise UsageError("compose: HEAD is detached; give --branch")
+        self._check_branch_name(target)
+        current_tip = self.meta.get_branch(target)
+        on_checked_out = target == self.current_branch()
+        if on_checked_out and current_tip is not None and changed:
+            drift = {item.name for item in self.status().drifted}
+            if drift & set(changed):
+                raise DriftError(f"compose: uncommitted changes in {', '.join(sorted(drift & set(changed)))}; commit them first")
+        result = self._record_version(
+            snapshots=snapshots,
+            parents=parents,
+            message=message,
+            branch=target,
+            expected=current_tip,
+            changed=changed,
+            findings=findings,
+            store_from_tree=False,
+            project_file_digest=self._compose_project_file(snapshots, base_manifest),
+        )
+        if on_checked_out:
+            entries = {entry.path: entry for name in changed for entry in snapshots[name].files}
+            if base_manifest.project_file or entries:
+                manifest = self.manifest(result.version_id)
+                if manifest.project_file:
+                    entries[PROJECT_FILE] = FileEntry(PROJECT_FILE, manifest.project_file, 0)
+                self._materialize(self.root, entries)
+                self.reload()
+        return result
+
+    def _compose_project_file(self, snapshots: dict[str, Snapshot], base: Manifest) -> str | None:
+        """The composed version's ``tether.toml``: the base's project table with each component's
+        declaration as its snapshot records it."""
+        import tomli_w
+
+        data: dict[str, Any] = {"project": {"name": self.file.name, "tier": self.file.tier}}
+        if base.project_file:
+            from tether.project.projectfile import parse_text
+
+            previous = parse_text(self.store.get_bytes(base.project_file), self.root / PROJECT_FILE)
+            data = {key: value for key, value in previous.items() if key != "components"}
+        data["components"] = {name: {"kind": snap.kind, **snap.spec} for name, snap in sorted(snapshots.items())}
+        return self.store.put_bytes(tomli_w.dumps(data).encode("utf-8"))
+
+    # ---- integrity -------------------------------------------------------------------------------
+    def referenced_objects(self) -> Iterator[tuple[str, str]]:
+        """(object digest, who needs it) for every object any version refers to."""
+        for record in self.meta.list_versions():
+            try:
+                manifest = Manifest.from_bytes(record.manifest, expected_id=record.version_id)
+            except VerificationError:
+                continue
+            if manifest.project_file:
+                yield manifest.project_file, f"version {record.version_id[:12]} {PROJECT_FILE}"
+            for name, digest in manifest.components.items():
+                try:
+                    snap = self.snapshot(digest)
+                except VerificationError:
+                    continue
+                for entry in snap.files:
+                    yield entry.digest, f"version {record.version_id[:12]} component {name} file {entry.path}"
+
+    def fsck(self, progress: Progress | None = None) -> FsckReport:
+        """Verify every manifest, snapshot, reference and object; name each problem."""
+        report = FsckReport()
+        versions = self.meta.list_versions()
+        known_ids = {record.version_id for record in versions}
+        report.versions = len(versions)
+        seen_snapshots: set[str] = set()
+        for record in versions:
+            short = record.version_id[:12]
+            try:
+                manifest = Manifest.from_bytes(record.manifest, expected_id=record.version_id)
+            except (VerificationError, ValueError, KeyError) as exc:
+                report.problems.append(f"version {short}: {exc}")
+                continue
+            for parent in manifest.parents:
+                if parent not in known_ids:
+                    report.problems.append(f"version {short}: parent {parent[:12]} is missing")
+            digests = [*manifest.components.values(), *([manifest.environment] if manifest.environment else [])]
+            for digest in digests:
+                if digest in seen_snapshots:
+                    continue
+                seen_snapshots.add(digest)
+                body = self.meta.get_snapshot(digest)
+                if body is None:
+                    report.problems.append(f"version {short}: snapshot {digest[:12]} is missing")
+                elif digest_bytes(body) != digest:
+                    report.problems.append(f"version {short}: snapshot {digest[:12]} does not hash to its digest")
+        report.snapshots = len(seen_snapshots)
+        for name, version_id in self.meta.list_branches().items():
+            if version_id not in known_ids:
+                report.problems.append(f"branch {name}: points at missing version {version_id[:12]}")
+        needed: dict[str, str] = {}
+        for digest, owner in self.referenced_objects():
+            needed.setdefault(digest, owner)
+        stored = list(self.store.iter_digests())
+        report.objects = len(stored)
+        stored_set = set(stored)
+        for done, digest in enumerate(stored, start=1):
+            if not self.store.verify(digest):
+                owner = needed.get(digest)
+                where = f" (needed by {owner})" if owner else ""
+                report.problems.append(f"object {digest}: content does not hash to its name{where}")
+            if progress:
+                progress("verifying objects", done, len(stored))
+        for digest, owner in needed.items():
+            if digest not in stored_set:
+                report.problems.append(f"object {digest}: missing (needed by {owner})")
+        return report
+
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
+        """Remove objects no version refers to, once older than the grace period (so an in-flight
+        commit's fresh objects are never taken), and temporary files of killed writers."""
+        report = GcReport(dry_run=dry_run)
+        needed = {digest for digest, _ in self.referenced_objects()}
+        for digest in list(self.store.iter_digests()):
+            if digest in needed:
+                report.kept += 1
+                continue
+            if self.store.age_seconds(digest) < grace_seconds:
+                report.kept += 1
+                continue
+            report.removed.append(digest)
+            report.bytes_freed += self.store.size(digest)
+            if not dry_run:
+                self.store.delete(digest)
+        if not dry_run:
+            report.temporary_removed = self.store.clean_temporary(grace_seconds)
+        return report
+
+
+def _neg_time(time: str) -> str:
+    """Heap key ordering ISO timestamps newest first."""
+    return "".join(chr(0x10FFFF - ord(ch)) for ch in time)
+
+
+def _file_changes(old: Snapshot, new: Snapshot) -> list[dict[str, str]]:
+    old_files = {entry.path: entry.digest for entry in old.files}
+    new_files = {entry.path: entry.digest for entry in new.files}
+    changes = []
+    for path in sorted(set(old_files) | set(new_files)):
+        if path not in new_files:
+            changes.append({"path": path, "change": "removed"})
+        elif path not in old_files:
+            changes.append({"path": path, "change": "added"})
+        elif old_files[path] != new_files[path]:
+            changes.append({"path": path, "change": "content"})
+    return changes
+
+
+def _safe_destination(root: Path, rel: str) -> Path:
+    """``root/rel``, refused when the stored path or a symlinked folder would leave ``root``."""
+    if not is_posix_relative(rel):
+        raise VerificationError(f"stored path '{rel}' is not a relative path inside the project; refusing to write it")
+    final = root / rel
+    parent = final.parent.resolve() if final.parent.exists() else final.parent
+    try:
+        parent.relative_to(root.resolve())
+    except ValueError as exc:
+        raise VerificationError(f"{rel}: its folder is a symlink leading outside {root}; refusing to write it") from exc
+    return final
+
+

@@ -1,0 +1,151 @@
+"""``tether.toml``: parsed strictly (unknown keys are errors) and appended to without losing comments."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.components import ComponentError, get_kind
+from tether.errors import UsageError
+from tether.store.atomic import atomic_write_bytes
+
+PROJECT_FILE = "tether.toml"
+TIERS = ("lite", "standard", "regulated")
+DEFAULT_OBJECTS = ".tether/objects"
+DEFAULT_METADATA = "sqlite:///.tether/meta.db"
+
+_TOP_KEYS = {"project", "storage", "components"}
+_PROJECT_KEYS = {"name", "tier"}
+_STORAGE_KEYS = {"objects", "metadata"}
+
+
+@dataclass
+class ComponentDecl:
+    """One declared component: its name, kind and normalized spec."""
+
+    name: str
+    kind: str
+    spec: dict[str, Any]
+
+
+@dataclass
+class ProjectFile:
+    """The parsed project file."""
+
+    path: Path
+    name: str
+    tier: str
+    objects_url: str = DEFAULT_OBJECTS
+    metadata_url: str = DEFAULT_METADATA
+    components: dict[str, ComponentDecl] = field(default_factory=dict)
+    raw: bytes = b""
+
+
+def _error(path: Path, message: str) -> UsageError:
+    return UsageError(f"{path.name}: {message}")
+
+
+def parse_text(raw: bytes, path: Path) -> dict[str, Any]:
+    """TOML to a dict, with the parser's line and column in the error."""
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _error(path, f"not UTF-8 text ({exc.reason})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise _error(path, f"invalid TOML: {exc}") from exc
+
+
+def load_project_file(path: Path, validate_components: bool = True) -> ProjectFile:
+    """Read and validate ``tether.toml``. Errors are :class:`UsageError` naming the table and key."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path}: not found; run `tether init` first") from exc
+    data = parse_text(raw, path)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _error(path, f"unknown table or key '{key}' (allowed: components, project, storage)")
+    project = data.get("project")
+    if not isinstance(project, dict):
+        raise _error(path, "missing [project] table")
+    for key in project:
+        if key not in _PROJECT_KEYS:
+            raise _error(path, f"project.{key}: unknown key (allowed: name, tier)")
+    name = project.get("name")
+    if not isinstance(name, str) or not name:
+        raise _error(path, "project.name: expected a non-empty string")
+    tier = project.get("tier", "standard")
+    if tier not in TIERS:
+        raise _error(path, f"project.tier: '{tier}' is not one of {', '.join(TIERS)}")
+    storage = data.get("storage", {})
+    if not isinstance(storage, dict):
+        raise _error(path, "storage: expected a table")
+    for key, value in storage.items():
+        if key not in _STORAGE_KEYS:
+            raise _error(path, f"storage.{key}: unknown key (allowed: metadata, objects)")
+        if not isinstance(value, str) or not value:
+            raise _error(path, f"storage.{key}: expected a non-empty string")
+    result = ProjectFile(
+        path=path,
+        name=name,
+        tier=tier,
+        objects_url=storage.get("objects", DEFAULT_OBJECTS),
+        metadata_url=storage.get("metadata", DEFAULT_METADATA),
+        raw=raw,
+    )
+    components = data.get("components", {})
+    if not isinstance(components, dict):
+        raise _error(path, "components: expected tables like [components.NAME]")
+    for comp_name, table in components.items():
+        result.components[comp_name] = parse_component(path, comp_name, table, validate_components)
+    return result
+
+
+def check_component_name(name: str) -> None:
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise UsageError(f"component name '{name}': use letters, digits, '-' and '_'")
+
+
+def parse_component(path: Path, name: str, table: Any, validate: bool = True) -> ComponentDecl:
+    """Validate one ``[components.NAME]`` table through its kind."""
+    check_component_name(name)
+    if not isinstance(table, dict):
+        raise _error(path, f"components.{name}: expected a table")
+    kind_name = table.get("kind")
+    if not isinstance(kind_name, str):
+        raise _error(path, f"components.{name}.kind: missing (one of prompt, config, tools, model, index, evalset, migration, files)")
+    try:
+        kind = get_kind(kind_name)
+    except ComponentError as exc:
+        raise _error(path, f"components.{name}.kind: {exc}") from exc
+    body = {key: value for key, value in table.items() if key != "kind"}
+    spec = kind.validate(name, body) if validate else body
+    return ComponentDecl(name=name, kind=kind_name, spec=spec)
+
+
+def render_new_project(name: str, tier: str, objects_url: str | None, metadata_url: str | None) -> bytes:
+    """The ``tether.toml`` that ``init`` writes."""
+    import tomli_w
+
+    data: dict[str, Any] = {"project": {"name": name, "tier": tier}}
+    storage = {}
+    if objects_url:
+        storage["objects"] = objects_url
+    if metadata_url:
+        storage["metadata"] = metadata_url
+    if storage:
+        data["storage"] = storage
+    return tomli_w.dumps(data).encode("utf-8")
+
+
+def append_component(path: Path, name: str, kind: str, table: dict[str, Any]) -> None:
+    """Append ``[components.NAME]`` to the file, keeping the user's comments and layout."""
+    import tomli_w
+
+    raw = path.read_bytes()
+    block = tomli_w.dumps({"components": {name: {"kind": kind, **table}}}).encode("utf-8")
+    if raw and not raw.endswith(b"\n"):
+        raw += b"\n"
+    atomic_write_bytes(path, raw + b"\n" + block)

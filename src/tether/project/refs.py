@@ -1,0 +1,71 @@
+"""Reference syntax: full IDs, unique prefixes, HEAD, branches, and ``REF~N`` ancestry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from tether.errors import ReferenceNotFoundError
+from tether.ids import is_digest
+from tether.meta import MetadataRepository
+
+MIN_PREFIX = 6
+_SUFFIX = re.compile(r"(~\d*|\^)$")
+_HEX = re.compile(r"^[0-9a-f]+$")
+BRANCH_NAME = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
+
+
+def split_suffixes(ref: str) -> tuple[str, int]:
+    """``main~2^`` -> (``main``, 3)."""
+    steps = 0
+    while True:
+        match = _SUFFIX.search(ref)
+        if not match or match.start() == 0:
+            return ref, steps
+        token = match.group(1)
+        steps += 1 if token in ("^", "~") else int(token[1:])
+        ref = ref[: match.start()]
+
+
+def resolve_ref(ref: str, meta: MetadataRepository, head: Callable[[], str | None]) -> str:
+    """The version ID ``ref`` names; :class:`ReferenceNotFoundError` when it names none or several."""
+    if not ref:
+        raise ReferenceNotFoundError("empty reference")
+    base, steps = split_suffixes(ref)
+    version_id = _resolve_base(base, meta, head)
+    for step in range(steps):
+        parents = meta.get_parents(version_id)
+        if not parents:
+            raise ReferenceNotFoundError(f"reference '{ref}': {base} has only {step} first-parent ancestors")
+        version_id = parents[0]
+    return version_id
+
+
+def _resolve_base(base: str, meta: MetadataRepository, head: Callable[[], str | None]) -> str:
+    if base == "HEAD":
+        current = head()
+        if current is None:
+            raise ReferenceNotFoundError("reference 'HEAD': no version yet (make a first commit)")
+        return current
+    if "@{" in base:
+        raise ReferenceNotFoundError(f"reference '{base}': no alias of that name")
+    branch = meta.get_branch(base)
+    if branch is not None:
+        return branch
+    lowered = base.lower()
+    if is_digest(lowered):
+        if meta.get_version(lowered) is None:
+            raise ReferenceNotFoundError(f"reference '{base}': no such version")
+        return lowered
+    if _HEX.match(lowered):
+        if len(lowered) < MIN_PREFIX:
+            raise ReferenceNotFoundError(
+                f"reference '{base}': not a branch, and an ID prefix needs at least {MIN_PREFIX} hex characters"
+            )
+        matches = meta.find_versions_by_prefix(lowered, limit=5)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            shown = ", ".join(match[:12] for match in matches)
+            raise ReferenceNotFoundError(f"reference '{base}' is ambiguous: it matches {shown}")
+    raise ReferenceNotFoundError(f"reference '{base}': no branch, version or alias of that name")

@@ -1,0 +1,155 @@
+"""The working tree: safe path resolution, globbing and stat-cached hashing of project files."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tether.components.base import (
+    BlobReader,
+    ComponentError,
+    FileEntry,
+    PathEscapeError,
+    SnapshotContext,
+)
+from tether.ids import digest_file
+from tether.store.base import StoreError
+from tether.project.statcache import StatCache
+
+_GLOB_CHARS = set("*?[")
+_IGNORED_DIRS = {".tether", ".git", "__pycache__", ".venv"}
+
+
+class WorkingTree(SnapshotContext):
+    """Project files as a kind sees them: every path checked to stay inside the root."""
+
+    def __init__(self, root: str | os.PathLike[str], cache: StatCache | None = None, project_file: str = "tether.toml"):
+        self.root = Path(root).resolve()
+        self.cache = cache
+        self.project_file = project_file
+
+    # -- paths -------------------------------------------------------------------------
+    def _inside(self, path: Path) -> bool:
+        try:
+            path.relative_to(self.root)
+        except ValueError:
+            return False
+        return True
+
+    def resolve(self, rel_path: str, field_name: str) -> Path:
+        if not isinstance(rel_path, str) or not rel_path:
+            raise ComponentError(f"{self.project_file}: {field_name}: empty path")
+        if os.path.isabs(rel_path) or rel_path.startswith(("/", "\\")):
+            raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' is absolute; paths are relative to the project")
+        candidate = self.root / rel_path
+        lexical = Path(os.path.normpath(candidate))
+        if not self._inside(lexical):
+            raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' leaves the project folder")
+        real = candidate.resolve()
+        if not self._inside(real):
+            raise PathEscapeError(
+                f"{self.project_file}: {field_name}: '{rel_path}' is a symlink pointing outside the project folder"
+            )
+        if not candidate.exists():
+            raise ComponentError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist")
+        return candidate
+
+    def relative(self, path: Path) -> str:
+        return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
+
+    def _walk(self, folder: Path, field_name: str) -> list[str]:
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+            for name in filenames:
+                full = Path(dirpath) / name
+                rel = self.relative(full)
+                self.resolve(rel, field_name)  # symlinks inside a folder must stay inside too
+                found.append(rel)
+            for name in dirnames:
+                full = Path(dirpath) / name
+                if full.is_symlink():
+                    rel = self.relative(full)
+                    self.resolve(rel, field_name)
+                    found.extend(self._walk(full, field_name))
+        return found
+
+    def expand(self, patterns: Iterable[str], field_name: str) -> list[str]:
+        results: set[str] = set()
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern:
+                raise ComponentError(f"{self.project_file}: {field_name}: empty path")
+            if any(ch in _GLOB_CHARS for ch in pattern):
+                if os.path.isabs(pattern):
+                    raise PathEscapeError(f"{self.project_file}: {field_name}: '{pattern}' is absolute; paths are relative to the project")
+                if ".." in Path(pattern).parts:
+                    raise PathEscapeError(f"{self.project_file}: {field_name}: '{pattern}' leaves the project folder")
+                matched = sorted(glob.glob(str(self.root / pattern), recursive=True))
+                files = []
+                for match in matched:
+                    rel = self.relative(Path(match))
+                    if any(part in _IGNORED_DIRS for part in Path(rel).parts):
+                        continue
+                    resolved = self.resolve(rel, field_name)
+                    if resolved.is_dir():
+                        continue
+                    files.append(rel)
+                if not files:
+                    raise ComponentError(f"{self.project_file}: {field_name}: '{pattern}' matches no files")
+                results.update(files)
+            else:
+                resolved = self.resolve(pattern.rstrip("/") or pattern, field_name)
+                if resolved.is_dir():
+                    files = self._walk(resolved, field_name)
+                    if not files:
+                        raise ComponentError(f"{self.project_file}: {field_name}: folder '{pattern}' is empty")
+                    results.update(files)
+                else:
+                    results.add(self.relative(resolved) if not resolved.is_symlink() else Path(pattern).as_posix())
+        return sorted(results)
+
+    # -- content -----------------------------------------------------------------------
+    def file_entry(self, rel_path: str) -> FileEntry:
+        path = self.resolve(rel_path, rel_path)
+        st = path.stat()
+        executable = bool(st.st_mode & stat.S_IXUSR)
+        if self.cache is not None:
+            hit = self.cache.get(rel_path, st, "digest")
+            if hit is not None:
+                return FileEntry(rel_path, hit, st.st_size, executable)
+        digest, size = digest_file(path)
+        if self.cache is not None:
+            self.cache.put(rel_path, st, "digest", digest)
+        return FileEntry(rel_path, digest, size, executable)
+
+    def cached(self, rel_path: str, key: str, compute: Callable[[Path], Any]) -> Any:
+        path = self.resolve(rel_path, rel_path)
+        st = path.stat()
+        if self.cache is not None:
+            hit = self.cache.get(rel_path, st, key)
+            if hit is not None:
+                return hit
+        value = compute(path)
+        if self.cache is not None:
+            self.cache.put(rel_path, st, key, value)
+        return value
+
+
+class WorkingTreeReader(BlobReader):
+    """Reads entries from the working tree (for diffs against uncommitted content)."""
+
+    def __init__(self, tree: WorkingTree, fallback: BlobReader | None = None):
+        self.tree = tree
+        self.fallback = fallback
+
+    def open(self, entry: FileEntry) -> BinaryIO:
+        if self.fallback is not None:
+            try:
+                return self.fallback.open(entry)
+            except (StoreError, FileNotFoundError):
+                pass
+        return open(self.tree.resolve(entry.path, entry.path), "rb")
