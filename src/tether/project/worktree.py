@@ -17,8 +17,8 @@ from tether.components.base import (
     SnapshotContext,
 )
 from tether.ids import digest_file
-from tether.store.base import StoreError
 from tether.project.statcache import StatCache
+from tether.store.base import StoreError
 
 _GLOB_CHARS = set("*?[")
 _IGNORED_DIRS = {".tether", ".git", "__pycache__", ".venv"}

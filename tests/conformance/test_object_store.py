@@ -1,0 +1,262 @@
+"""Object store conformance: what every backend must do, tested through the interface."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tracemalloc
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tether.ids import digest_bytes, digest_file
+from tether.store import ObjectCorruptError, ObjectMissingError, ObjectStore, StoreError
+from tether.store.local import LocalObjectStore
+
+if TYPE_CHECKING:
+    from .conftest import StoreHarness
+
+MiB = 1024 * 1024
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_put_bytes_round_trip(store: ObjectStore) -> None:
+    data = b"You are a helpful support assistant.\n"
+    digest = store.put_bytes(data)
+    assert digest == digest_bytes(data)
+    assert store.has(digest)
+    assert store.get_bytes(digest) == data
+    assert store.size(digest) == len(data)
+    with store.open(digest) as handle:
+        assert handle.read(3) == data[:3]
+        assert handle.read() == data[3:]
+    assert store.verify(digest)
+    assert 0 <= store.age_seconds(digest) < 600
+
+
+def test_empty_object(store: ObjectStore) -> None:
+    digest = store.put_bytes(b"")
+    assert digest == digest_bytes(b"")
+    assert store.get_bytes(digest) == b""
+    assert store.size(digest) == 0
+    assert store.verify(digest)
+
+
+def test_put_file_returns_digest_and_size(store: ObjectStore, tmp_path: Path) -> None:
+    source = _write(tmp_path / "weights.bin", os.urandom(300_000))
+    digest, size = store.put_file(source)
+    assert (digest, size) == digest_file(source)
+    assert store.get_bytes(digest) == source.read_bytes()
+    assert store.size(digest) == size
+
+
+def test_put_file_with_expected_digest(store: ObjectStore, tmp_path: Path) -> None:
+    source = _write(tmp_path / "prompt.md", b"system prompt")
+    expected = digest_bytes(b"system prompt")
+    assert store.put_file(source, expected_digest=expected) == (expected, 13)
+    assert store.get_bytes(expected) == b"system prompt"
+
+
+def test_put_file_skips_reading_when_object_exists(store: ObjectStore, tmp_path: Path) -> None:
+    digest = store.put_bytes(b"already stored")
+    # The path does not exist: any attempt to read it would fail.
+    assert store.put_file(tmp_path / "not-there", expected_digest=digest) == (digest, 14)
+
+
+def test_identical_content_is_stored_once(store: ObjectStore, tmp_path: Path) -> None:
+    data = b"same bytes" * 1000
+    first = store.put_bytes(data)
+    second = store.put_bytes(data)
+    third, _ = store.put_file(_write(tmp_path / "a", data))
+    fourth, _ = store.put_file(_write(tmp_path / "b", data))
+    assert first == second == third == fourth
+    assert list(store.iter_digests()) == [first]
+    assert store.clean_temporary(0) == 0  # dropping the duplicate left no temporary file
+
+
+def test_expected_digest_mismatch_stores_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    source = _write(tmp_path / "config.yaml", b"temperature: 0.7\n")
+    stale = digest_bytes(b"temperature: 0.2\n")
+    with pytest.raises(StoreError, match="changed while it was being stored"):
+        store.put_file(source, expected_digest=stale)
+    assert not store.has(stale)
+    assert not store.has(digest_bytes(source.read_bytes()))
+    assert list(store.iter_digests()) == []
+    assert store.clean_temporary(0) == 0
+
+
+def test_missing_object(store: ObjectStore, tmp_path: Path) -> None:
+    digest = digest_bytes(b"never stored")
+    assert not store.has(digest)
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.open(digest)
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.get_bytes(digest)
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.size(digest)
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.age_seconds(digest)
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.verify(digest)
+    dest = tmp_path / "out"
+    with pytest.raises(ObjectMissingError, match=digest):
+        store.materialize(digest, dest)
+    assert not dest.exists()
+
+
+def test_delete(store: ObjectStore) -> None:
+    keep = store.put_bytes(b"keep")
+    drop = store.put_bytes(b"drop")
+    store.delete(drop)
+    assert not store.has(drop)
+    assert store.has(keep)
+    store.delete(drop)  # deleting a missing object is a no-op
+    assert sorted(store.iter_digests()) == [keep]
+    assert store.put_bytes(b"drop") == drop  # and it can be stored again
+    assert store.get_bytes(drop) == b"drop"
+
+
+def test_iter_digests_lists_exactly_the_objects(store_backend: StoreHarness) -> None:
+    store = store_backend.store
+    assert list(store.iter_digests()) == []
+    stored = {store.put_bytes(f"object {index}".encode()) for index in range(40)}
+    store_backend.plant_temporary(0)
+    assert set(store.iter_digests()) == stored
+    assert len(list(store.iter_digests())) == len(stored)
+
+
+def test_materialize(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    digest = store.put_bytes(data)
+    dest = tmp_path / "checkout" / "models" / "weights.bin"
+    store.materialize(digest, dest)
+    assert dest.read_bytes() == data
+    # Replacing an existing file, which stays writable for the user.
+    _write(dest, b"old content")
+    store.materialize(digest, dest)
+    assert dest.read_bytes() == data
+    assert os.stat(dest).st_mode & stat.S_IWUSR
+    assert sorted(path.name for path in dest.parent.iterdir()) == ["weights.bin"]
+
+
+def test_corrupt_object_is_detected(store_backend: StoreHarness, tmp_path: Path) -> None:
+    store = store_backend.store
+    data = b"the weights" * 5000
+    digest = store.put_bytes(data)
+    store_backend.corrupt(digest)
+    assert store.has(digest)
+    assert not store.verify(digest)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    dest = _write(checkout / "weights.bin", b"previous checkout")
+    with pytest.raises(ObjectCorruptError, match=digest):
+        store.materialize(digest, dest)
+    assert dest.read_bytes() == b"previous checkout"
+    assert sorted(path.name for path in checkout.iterdir()) == ["weights.bin"]  # no temporary file left
+    fresh = tmp_path / "fresh" / "weights.bin"
+    with pytest.raises(ObjectCorruptError):
+        store.materialize(digest, fresh)
+    assert not fresh.exists()
+
+
+def test_streaming_keeps_memory_flat(store: ObjectStore, tmp_path: Path) -> None:
+    size = 64 * MiB
+    source = tmp_path / "big.bin"
+    block = os.urandom(MiB)
+    with open(source, "wb") as handle:
+        for index in range(size // MiB):
+            handle.write(index.to_bytes(8, "little") + block[8:])
+    tracemalloc.start()
+    try:
+        digest, stored = store.put_file(source)
+        assert store.verify(digest)
+        dest = tmp_path / "copy.bin"
+        store.materialize(digest, dest)
+        with store.open(digest) as handle:
+            while handle.read(MiB):
+                pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stored == size
+    assert dest.stat().st_size == size
+    assert peak < 40 * MiB, f"peak Python allocation {peak / MiB:.1f} MiB while streaming 64 MiB"
+    assert (digest, stored) == digest_file(dest)
+
+
+def test_clean_temporary(store_backend: StoreHarness) -> None:
+    store = store_backend.store
+    digest = store.put_bytes(b"a real object")
+    assert store.clean_temporary(0) == 0
+    store_backend.plant_temporary(3600)
+    store_backend.plant_temporary(0)
+    assert store.clean_temporary(600) == 1  # the fresh one may belong to a writer still running
+    assert store.clean_temporary(600) == 0
+    assert store.has(digest)
+    assert store.get_bytes(digest) == b"a real object"
+
+
+INVALID_DIGESTS = [
+    "",
+    "../../etc/passwd",
+    "ab",
+    "A" * 64,
+    "g" * 64,
+    "a" * 63,
+    "a" * 65,
+    "aa/" + "a" * 61,
+    "tmp" + "a" * 61,
+]
+
+
+@pytest.mark.parametrize("bad", INVALID_DIGESTS)
+def test_invalid_digests_are_rejected(store: ObjectStore, tmp_path: Path, bad: str) -> None:
+    source = _write(tmp_path / "file", b"x")
+    dest = tmp_path / "dest"
+    calls = [
+        lambda: store.has(bad),
+        lambda: store.open(bad),
+        lambda: store.get_bytes(bad),
+        lambda: store.size(bad),
+        lambda: store.age_seconds(bad),
+        lambda: store.delete(bad),
+        lambda: store.verify(bad),
+        lambda: store.materialize(bad, dest),
+        lambda: store.put_file(source, expected_digest=bad),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError, match="invalid object digest"):
+            call()
+    assert not dest.exists()
+    assert list(store.iter_digests()) == []
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=70_000))
+def test_round_trip_property(store: ObjectStore, data: bytes) -> None:
+    digest = store.put_bytes(data)
+    assert digest == digest_bytes(data)
+    assert store.get_bytes(digest) == data
+    assert store.size(digest) == len(data)
+    assert store.verify(digest)
+
+
+# -- the local folder store's own layout (not part of the interface) ----------------------------
+
+
+def test_local_layout_and_read_only_objects(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    digest = store.put_bytes(b"layout")
+    path = tmp_path / "objects" / digest[:2] / digest[2:]
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert store.describe() == str(tmp_path / "objects")
+    assert sorted(entry.name for entry in (tmp_path / "objects").iterdir()) == sorted([digest[:2], "tmp"])
+    assert list((tmp_path / "objects" / "tmp").iterdir()) == []
