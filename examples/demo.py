@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -24,7 +25,8 @@ TETHER = str(Path(sys.executable).with_name("tether"))
 def run(*args: str, cwd: Path, check: bool = True) -> str:
     """Run one tether command the way a user would, echoing it and its output."""
     print(f"\n$ tether {' '.join(args)}", flush=True)
-    result = subprocess.run([TETHER, *args], cwd=cwd, capture_output=True, text=True)
+    env = {**os.environ, "TETHER_AUTHOR": os.environ.get("TETHER_AUTHOR", "Dana Demo <dana@example.com>")}
+    result = subprocess.run([TETHER, *args], cwd=cwd, capture_output=True, text=True, env=env)
     if result.stdout:
         print(result.stdout.rstrip(), flush=True)
     if result.stderr:

@@ -168,7 +168,7 @@ def commit(
 
         where = result.branch or "detached HEAD"
         changed = ", ".join(result.changed) if result.changed else "nothing (empty commit)"
-        err_console().print(f"[{where}] content {result.content_digest[:12]}; changed: {changed}")
+        err_console().print(f"[{where}] content {result.content_digest[:12]}; changed: {changed}", markup=False)
         typer.echo(result.version_id)
 
 
