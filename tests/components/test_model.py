@@ -18,6 +18,7 @@ from tether.components import model as model_module
 from tether.components.base import ComponentError, Snapshot
 from tether.components.model import ModelKind, human_bytes
 from tether.components.registry import get_kind
+from tether.ids import digest_file
 from tether.project.statcache import StatCache
 from tether.project.worktree import WorkingTree
 
@@ -218,19 +219,21 @@ def test_missing_weights_path_is_an_error(tmp_path: Path) -> None:
 def test_unchanged_big_file_table_comes_from_the_stat_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tensors(tmp_path / "w" / "model.safetensors", {"a": np.zeros(10, np.float32)})
     cache = StatCache(tmp_path / "cache.json")
-    calls: list[Path] = []
-    real = model_module.read_table
+    calls: list[str] = []
+    real = model_module.table_from_stream
 
-    def counting(path: Path, name: str | None = None) -> dict[str, Any]:
-        calls.append(path)
-        return real(path, name)
+    def counting(stream: Any, size: int, name: str, *args: Any) -> dict[str, Any]:
+        calls.append(name)
+        return real(stream, size, name, *args)
 
-    monkeypatch.setattr(model_module, "read_table", counting)
+    monkeypatch.setattr(model_module, "table_from_stream", counting)
     spec = KIND.validate("m", {"path": "w"})
     first = KIND.snapshot("m", spec, WorkingTree(tmp_path, cache))
     second = KIND.snapshot("m", spec, WorkingTree(tmp_path, cache))
     assert len(calls) == 1
     assert first.digest == second.digest
+    entry = first.files[0]
+    assert entry.digest == digest_file(tmp_path / "w" / "model.safetensors")[0]  # one pass gives the real digest
 
 
 def test_tensors_added_removed_reshaped_retyped(tmp_path: Path) -> None:

@@ -148,6 +148,23 @@ class SnapshotContext(ABC):
         """A value derived from a file (e.g. a safetensors tensor table), recomputed only when the
         file's stat changes. The value must be canonical-JSON-able."""
 
+    def file_entry_with(
+        self, rel_path: str, key: str, compute: Callable[[BinaryIO, int], Any]
+    ) -> tuple[FileEntry, Any]:
+        """A file's entry and a value derived from its bytes, both from ONE streaming read.
+
+        ``compute(stream, size)`` reads the stream from its start (sequentially); whatever it
+        leaves unread is read for the digest. Both results are stat-cached like
+        :meth:`file_entry` and :meth:`cached`. This default reads twice; the working tree does not.
+        """
+        entry = self.file_entry(rel_path)
+
+        def from_path(path: Path) -> Any:
+            with open(path, "rb") as handle:
+                return compute(handle, os.fstat(handle.fileno()).st_size)
+
+        return entry, self.cached(rel_path, key, from_path)
+
     def read_bytes(self, rel_path: str) -> bytes:
         """A small file's bytes."""
         return self.resolve(rel_path, rel_path).read_bytes()

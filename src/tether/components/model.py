@@ -27,8 +27,8 @@ from tether.components.base import (
 from tether.components.safetensors_format import (
     count_differing_bytes,
     data_start,
-    read_table,
     skip_bytes,
+    table_from_stream,
 )
 
 #: exact differing-byte counts are computed for at most this many tensors per diff
@@ -168,12 +168,17 @@ class ModelKind(Kind):
             meta = {"form": form, "hub": spec["hub"], "revision": spec.get("revision")}
             return Snapshot(self.name, spec, (), meta)
         paths = ctx.expand([spec["path"]], f"components.{component}.path")
-        entries = tuple(ctx.file_entry(rel) for rel in paths)
-        tables = {
-            rel: ctx.cached(rel, "safetensors", lambda path, rel=rel: read_table(path, rel))
-            for rel in paths
-            if _is_safetensors(rel)
-        }
+        entries_list: list[FileEntry] = []
+        tables: dict[str, Any] = {}
+        for rel in paths:
+            if _is_safetensors(rel):
+                entry, tables[rel] = ctx.file_entry_with(
+                    rel, "safetensors", lambda stream, size, rel=rel: table_from_stream(stream, size, rel)
+                )
+            else:
+                entry = ctx.file_entry(rel)
+            entries_list.append(entry)
+        entries = tuple(entries_list)
         meta = {
             "form": form,
             "files": {"count": len(entries), "bytes": sum(entry.size for entry in entries)},

@@ -16,7 +16,8 @@ from tether.components.base import (
     PathEscapeError,
     SnapshotContext,
 )
-from tether.ids import digest_file
+from tether.ids import Hasher, digest_file
+from tether.ids.hashing import BLOCK_SIZE
 from tether.project.statcache import StatCache
 from tether.store.base import StoreError
 
@@ -126,6 +127,25 @@ class WorkingTree(SnapshotContext):
             self.cache.put(rel_path, st, "digest", digest)
         return FileEntry(rel_path, digest, size, executable)
 
+    def file_entry_with(
+        self, rel_path: str, key: str, compute: Callable[[BinaryIO, int], Any]
+    ) -> tuple[FileEntry, Any]:
+        path = self.resolve(rel_path, rel_path)
+        st = path.stat()
+        executable = bool(st.st_mode & stat.S_IXUSR)
+        if self.cache is not None:
+            digest, value = self.cache.get(rel_path, st, "digest"), self.cache.get(rel_path, st, key)
+            if digest is not None and value is not None:
+                return FileEntry(rel_path, digest, st.st_size, executable), value
+        with open(path, "rb") as handle:
+            reader = HashingReader(handle)
+            value = compute(reader, os.fstat(handle.fileno()).st_size)
+            digest, size = reader.finish()
+        if self.cache is not None:
+            self.cache.put(rel_path, st, "digest", digest)
+            self.cache.put(rel_path, st, key, value)
+        return FileEntry(rel_path, digest, size, executable), value
+
     def cached(self, rel_path: str, key: str, compute: Callable[[Path], Any]) -> Any:
         path = self.resolve(rel_path, rel_path)
         st = path.stat()
@@ -137,6 +157,38 @@ class WorkingTree(SnapshotContext):
         if self.cache is not None:
             self.cache.put(rel_path, st, key, value)
         return value
+
+
+class HashingReader:
+    """A read-only stream that hashes every byte read through it, so a parser and the file's
+    digest share one pass over a large file."""
+
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+        self._hasher = Hasher()
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._hasher.update(data)
+        self._size += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        got = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+        if got:
+            self._hasher.update(memoryview(buffer)[:got])
+            self._size += got
+        return got or 0
+
+    def finish(self) -> tuple[str, int]:
+        """Hash whatever was not read yet; return (digest, size)."""
+        while True:
+            block = self._handle.read(BLOCK_SIZE)
+            if not block:
+                return self._hasher.hexdigest(), self._size
+            self._hasher.update(block)
+            self._size += len(block)
 
 
 class WorkingTreeReader(BlobReader):

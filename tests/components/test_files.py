@@ -1,0 +1,183 @@
+"""The files kind and the shared per-file diff: text diffs, binary sizes, caps, path escapes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.components.base import ComponentError, FileEntry, PathEscapeError
+from tether.components.files import FilesKind
+from tether.components.textdiff import TEXT_DIFF_MAX_BYTES, diff_entries, unified_diff
+
+from .conftest import KindTree, MemoryBlobs
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))
+
+
+def test_snapshot_is_per_file_digests(tree: KindTree) -> None:
+    tree.write("assets/a.txt", "alpha\n")
+    tree.write("assets/img/logo.png", PNG)
+    snap = tree.snapshot("files", {"paths": ["assets/**"]})
+    assert snap.spec == {"paths": ["assets/**"]}
+    assert snap.meta == {}
+    assert [(entry.path, entry.size) for entry in snap.files] == [("assets/a.txt", 6), ("assets/img/logo.png", 80)]
+
+
+def test_round_trip_diff(tree: KindTree) -> None:
+    tree.write("assets/a.txt", "one\ntwo\nthree\n")
+    tree.write("assets/gone.txt", "bye\n")
+    tree.write("assets/logo.png", PNG)
+    old = tree.snapshot("files", {"path": "assets"})
+    tree.write("assets/a.txt", "one\n2\nthree\n")
+    tree.remove("assets/gone.txt")
+    tree.write("assets/logo.png", PNG + b"\x00\x01")
+    tree.write("assets/new.txt", "hello")
+    new = tree.snapshot("files", {"path": "assets"})
+    diff = tree.diff("files", old, new)
+    assert diff.status == "changed"
+    assert diff.summary == "1 file added, 1 file removed, 2 files changed, +2 -2 lines"
+    assert [(d["path"], d["change"], d["binary"]) for d in diff.details] == [
+        ("assets/a.txt", "changed", False),
+        ("assets/gone.txt", "removed", False),
+        ("assets/logo.png", "changed", True),
+        ("assets/new.txt", "added", False),
+    ]
+    logo = diff.details[2]
+    assert (logo["old_size"], logo["new_size"]) == (80, 82)
+    assert diff.lines == [
+        "--- a/assets/a.txt",
+        "+++ b/assets/a.txt",
+        "@@ -1,3 +1,3 @@",
+        " one",
+        "-two",
+        "+2",
+        " three",
+        "--- a/assets/gone.txt",
+        "+++ /dev/null",
+        "@@ -1 +0,0 @@",
+        "-bye",
+        "  ~ assets/logo.png: binary, 80 -> 82 bytes",
+        "--- /dev/null",
+        "+++ b/assets/new.txt",
+        "@@ -0,0 +1 @@",
+        "+hello",
+        "\\ No newline at end of file",
+    ]
+
+
+def test_binary_added_and_removed(tree: KindTree) -> None:
+    tree.write("logo.png", PNG)
+    snap = tree.snapshot("files", {"path": "logo.png"})
+    assert tree.diff("files", None, snap).lines == ["  + logo.png: binary, 80 bytes"]
+    assert tree.diff("files", snap, None).lines == ["  - logo.png: binary, 80 bytes"]
+
+
+def test_long_text_diff_is_capped(tree: KindTree) -> None:
+    tree.write("data.txt", "")
+    old = tree.snapshot("files", {"path": "data.txt"})
+    tree.write("data.txt", "".join(f"row {i}\n" for i in range(500)))
+    diff = tree.diff("files", old, tree.snapshot("files", {"path": "data.txt"}))
+    assert diff.summary == "1 file changed, +500 -0 lines"
+    assert len(diff.lines) == 2 + 200 + 1
+    assert diff.lines[-1] == "... (301 more lines)"  # the hunk header and 300 rows
+    assert diff.details[0]["added_lines"] == 500
+
+
+def test_empty_file_added(tree: KindTree) -> None:
+    tree.write("empty.txt", "")
+    diff = tree.diff("files", None, tree.snapshot("files", {"path": "empty.txt"}))
+    assert diff.lines == ["  + empty.txt: empty file"]
+    assert diff.summary == "1 file added"
+
+
+def test_mode_change(tree: KindTree) -> None:
+    path = tree.write("run.sh", "echo hi\n")
+    old = tree.snapshot("files", {"path": "run.sh"})
+    os.chmod(path, 0o755)
+    new = tree.snapshot("files", {"path": "run.sh"})
+    diff = tree.diff("files", old, new)
+    assert diff.status == "changed"
+    assert diff.lines == ["  ~ run.sh: mode changed (now executable)"]
+    assert diff.summary == "1 file mode changed"
+
+
+def test_unchanged_and_stable_digest(tree_factory: Callable[[str], KindTree]) -> None:
+    snaps = []
+    for name in ("one", "two"):
+        project = tree_factory(name)
+        project.write("assets/a.txt", "alpha\n")
+        project.write("assets/b/c.bin", PNG)
+        snaps.append(project.snapshot("files", {"path": "assets/"}))
+    assert snaps[0].digest == snaps[1].digest
+    diff = FilesKind().diff("c", snaps[0], snaps[1], MemoryBlobs())
+    assert (diff.status, diff.summary, diff.lines) == ("unchanged", "unchanged", [])
+
+
+def test_shared_diff_large_and_unreadable_files() -> None:
+    reader = MemoryBlobs()
+    big_old = FileEntry("big.txt", "a" * 64, TEXT_DIFF_MAX_BYTES + 1)
+    big_new = FileEntry("big.txt", "b" * 64, TEXT_DIFF_MAX_BYTES + 2)
+    change = diff_entries(big_old, big_new, reader)
+    assert change is not None
+    assert change.lines == [f"  ~ big.txt: {TEXT_DIFF_MAX_BYTES + 1} -> {TEXT_DIFF_MAX_BYTES + 2} bytes (too large for a text diff)"]
+    missing = diff_entries(FileEntry("x.txt", "c" * 64, 3), FileEntry("x.txt", "d" * 64, 4), reader)
+    assert missing is not None and missing.lines == ["  ~ x.txt: 3 -> 4 bytes (content not available)"]
+    assert diff_entries(big_old, big_old, reader) is None
+
+
+def test_unified_diff_marks_missing_final_newline() -> None:
+    assert unified_diff("a\nb", "a\nc", "a/x", "b/x") == [
+        "--- a/x", "+++ b/x", "@@ -1,2 +1,2 @@", " a", "-b", "\\ No newline at end of file", "+c",
+        "\\ No newline at end of file",
+    ]
+    assert unified_diff("same\n", "same\n", "a/x", "b/x") == []
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"path": "a", "recursive": True}, r"^tether\.toml: components\.c\.recursive: unknown key"),
+        ({"path": "a", "paths": ["b"]}, r"either 'path' or 'paths'"),
+        ({"paths": [""]}, r"^tether\.toml: components\.c\.paths\[0\]: expected a non-empty path"),
+        ({}, r"missing 'path'"),
+    ],
+)
+def test_bad_declarations(tree: KindTree, table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ComponentError, match=message):
+        tree.validate("files", table)
+
+
+def test_missing_source(tree: KindTree) -> None:
+    with pytest.raises(ComponentError, match=r"components\.c\.paths: 'assets' does not exist"):
+        tree.snapshot("files", {"paths": ["assets"]})
+    (tree.root / "empty").mkdir()
+    with pytest.raises(ComponentError, match=r"folder 'empty' is empty"):
+        tree.snapshot("files", {"path": "empty"})
+
+
+@pytest.mark.parametrize("path", ["../x", "assets/../../x", "/etc/hosts", "../**/*.txt"])
+def test_escaping_paths(tree: KindTree, path: str) -> None:
+    with pytest.raises(PathEscapeError, match=r"components\.c\.paths"):
+        tree.validate("files", {"paths": ["ok", path]})
+    with pytest.raises(PathEscapeError):
+        FilesKind().snapshot("c", {"paths": [path]}, tree.ctx)
+
+
+def test_symlink_outside(tree: KindTree, outside_file: Path) -> None:
+    tree.write("assets/a.txt", "a")
+    tree.symlink("assets/link.txt", outside_file)
+    with pytest.raises(PathEscapeError, match="symlink pointing outside"):
+        tree.snapshot("files", {"paths": ["assets/*.txt"]})
+    with pytest.raises(PathEscapeError, match="symlink pointing outside"):
+        tree.snapshot("files", {"path": "assets"})
+
+
+def test_symlinked_folder_outside(tree: KindTree, outside_file: Path) -> None:
+    tree.write("assets/a.txt", "a")
+    tree.symlink("assets/ext", outside_file.parent)
+    with pytest.raises(PathEscapeError):
+        tree.snapshot("files", {"path": "assets"})
