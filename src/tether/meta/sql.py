@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     column,
     create_engine,
     delete,
@@ -48,7 +50,7 @@ from tether.ids import is_digest
 from tether.meta.base import BranchConflictError, MetadataError, MetadataRepository, VersionRecord
 
 #: Every migration revision, oldest first; the last one is the schema this code reads and writes.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001",)
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001", "0002")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 #: Alembic's bookkeeping table. Not the default ``alembic_version``: a PostgreSQL database may be
 #: shared with an application that runs its own Alembic migrations.
@@ -99,6 +101,80 @@ BRANCHES = Table(
     Column("version_id", String(64), nullable=False),
     PrimaryKeyConstraint("name", name="pk_branches"),
     ForeignKeyConstraint(["version_id"], ["versions.version_id"], name="fk_branches_version_id"),
+)
+
+# ---- deploy lifecycle and eval runs (revision 0002) ------------------------------------------
+# Written by the lifecycle and reproducibility modules through ``SqlMetadataRepository.transaction``.
+
+ALIASES = Table(
+    "aliases",
+    METADATA,
+    Column("name", String(255), nullable=False),
+    Column("version_id", String(64), nullable=False),
+    Column("moves", Integer, nullable=False),  # history length: the compare-and-swap token
+    Column("updated_at", String(64), nullable=False),
+    PrimaryKeyConstraint("name", name="pk_aliases"),
+    ForeignKeyConstraint(["version_id"], ["versions.version_id"], name="fk_aliases_version_id"),
+)
+
+ALIAS_HISTORY = Table(
+    "alias_history",
+    METADATA,
+    Column("alias", String(255), nullable=False),
+    Column("seq", Integer, nullable=False),  # 1, 2, ... per alias; never rewritten
+    Column("action", String(32), nullable=False),  # promote | rollback
+    Column("from_version", String(64), nullable=True),
+    Column("to_version", String(64), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("time", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("evidence", LargeBinary, nullable=False),  # canonical JSON: what the gates saw
+    Column("forced", Boolean, nullable=False),
+    PrimaryKeyConstraint("alias", "seq", name="pk_alias_history"),
+    Index("ix_alias_history_to_version", "to_version"),
+)
+
+REHEARSALS = Table(
+    "rehearsals",
+    METADATA,
+    Column("id", Integer, nullable=False, autoincrement=True),
+    Column("alias", String(255), nullable=False),
+    Column("from_version", String(64), nullable=True),
+    Column("to_version", String(64), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("time", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("report", LargeBinary, nullable=False),  # canonical JSON
+    PrimaryKeyConstraint("id", name="pk_rehearsals"),
+    Index("ix_rehearsals_alias_to_version", "alias", "to_version"),
+)
+
+APPROVALS = Table(
+    "approvals",
+    METADATA,
+    Column("id", Integer, nullable=False, autoincrement=True),
+    Column("version_id", String(64), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("approver", String(255), nullable=False),
+    Column("time", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    PrimaryKeyConstraint("id", name="pk_approvals"),
+    Index("ix_approvals_version_alias", "version_id", "alias"),
+)
+
+EVAL_RUNS = Table(
+    "eval_runs",
+    METADATA,
+    Column("run_id", String(64), nullable=False),  # digest of the canonical run record
+    Column("version_id", String(64), nullable=False),
+    Column("evalset", String(255), nullable=False),  # component name
+    Column("evalset_snapshot", String(64), nullable=False),
+    Column("created_at", String(64), nullable=False),
+    Column("environment", String(64), nullable=True),  # snapshot digest of the captured environment
+    Column("body", String(64), nullable=False),  # object digest: per-case outputs and scores
+    Column("summary", LargeBinary, nullable=False),  # canonical JSON: counts, mean score, seeds
+    PrimaryKeyConstraint("run_id", name="pk_eval_runs"),
+    Index("ix_eval_runs_version_id", "version_id"),
 )
 
 
@@ -179,6 +255,16 @@ class SqlMetadataRepository(MetadataRepository):
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._dialect
+
+    def transaction(self, write: bool = False) -> AbstractContextManager[Connection]:
+        """A transaction for the feature modules that keep their own tables here (lifecycle,
+        eval runs): the same locking (``BEGIN IMMEDIATE`` on SQLite) and error mapping."""
+        return self._transaction(write)
 
     @contextmanager
     def _transaction(self, write: bool = False) -> Iterator[Connection]:
