@@ -353,6 +353,10 @@ def gc(
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
 
 
+# ---- feature command groups: each module adds its commands to `app` when imported ----------------
+# (one import line per feature, below this comment; the modules import only typer at top level)
+
+
 def run() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")

@@ -16,7 +16,14 @@ TIERS = ("lite", "standard", "regulated")
 DEFAULT_OBJECTS = ".tether/objects"
 DEFAULT_METADATA = "sqlite:///.tether/meta.db"
 
-_TOP_KEYS = {"project", "storage", "components"}
+#: Feature sections of tether.toml, each validated strictly by its own feature (imported only when
+#: the section is present): ``validate_section(table, path) -> dict`` raises UsageError naming the key.
+FEATURE_SECTIONS: dict[str, str] = {
+    "policy": "tether.lifecycle.policy:validate_section",
+    "evals": "tether.repro.config:validate_section",
+    "audit": "tether.audit.config:validate_section",
+}
+_TOP_KEYS = {"project", "storage", "components", *FEATURE_SECTIONS}
 _PROJECT_KEYS = {"name", "tier"}
 _STORAGE_KEYS = {"objects", "metadata"}
 
@@ -40,6 +47,7 @@ class ProjectFile:
     objects_url: str = DEFAULT_OBJECTS
     metadata_url: str = DEFAULT_METADATA
     components: dict[str, ComponentDecl] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # validated feature sections
     raw: bytes = b""
 
 
@@ -66,7 +74,8 @@ def load_project_file(path: Path, validate_components: bool = True) -> ProjectFi
     data = parse_text(raw, path)
     for key in data:
         if key not in _TOP_KEYS:
-            raise _error(path, f"unknown table or key '{key}' (allowed: components, project, storage)")
+            allowed = ", ".join(sorted(_TOP_KEYS))
+            raise _error(path, f"unknown table or key '{key}' (allowed: {allowed})")
     project = data.get("project")
     if not isinstance(project, dict):
         raise _error(path, "missing [project] table")
@@ -95,6 +104,15 @@ def load_project_file(path: Path, validate_components: bool = True) -> ProjectFi
         metadata_url=storage.get("metadata", DEFAULT_METADATA),
         raw=raw,
     )
+    for section, target in FEATURE_SECTIONS.items():
+        if section in data:
+            if not isinstance(data[section], dict):
+                raise _error(path, f"{section}: expected a table")
+            import importlib
+
+            module_name, function_name = target.split(":")
+            validate = getattr(importlib.import_module(module_name), function_name)
+            result.sections[section] = validate(data[section], path)
     components = data.get("components", {})
     if not isinstance(components, dict):
         raise _error(path, "components: expected tables like [components.NAME]")
