@@ -150,3 +150,17 @@ def test_kill_9_during_commits_leaves_a_consistent_store(prompt_project: Project
     assert (out / "blob.bin").read_bytes() == b"0"
     prompt_project.run("gc", "--now")
     assert json.loads(prompt_project.run("fsck", "--json").stdout)["ok"]
+
+
+def test_checkout_refuses_to_write_through_a_symlinked_folder(prompt_project: ProjectDir, tmp_path: Path) -> None:
+    version = prompt_project.run("commit", "-m", "first").stdout.strip()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    prompts = prompt_project.root / "prompts"
+    for child in prompts.iterdir():
+        child.unlink()
+    prompts.rmdir()
+    os.symlink(outside, prompts)
+    result = prompt_project.run("checkout", version, "--force", code=1)
+    assert "prompts/system.md" in result.stderr and "symlink" in result.stderr
+    assert list(outside.iterdir()) == []
