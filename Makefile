@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean bench-resolve bench-audit bench-audit-query
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+bench-resolve: install
+	$(PY) benchmarks/bench_resolve.py --strict
+
+bench-audit: install
+	$(PY) benchmarks/bench_audit.py
+
+bench-audit-query: install
+	$(PY) benchmarks/bench_audit_query.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests examples $(wildcard benchmarks)

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 
 from tether.cli.main import app
 
+#: Session services (a throwaway PostgreSQL server, started on first use).
+pytest_plugins = ("tests.services",)
+
 
 class ProjectDir:
     """A temporary project folder with helpers to write files and run tether in it."""

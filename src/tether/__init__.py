@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from tether.lifecycle.runtime import resolve
     from tether.project.core import Project
 
-__all__ = ["Project", "__version__"]
+__all__ = ["Project", "__version__", "resolve"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +21,9 @@ def __getattr__(name: str) -> Any:
         from tether.project.core import Project
 
         return Project
+    if name == "resolve":
+        from tether.lifecycle.runtime import resolve
+
+        globals()["resolve"] = resolve  # later lookups skip this hook: a warm resolve stays sub-microsecond
+        return resolve
     raise AttributeError(f"module 'tether' has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from tether.components import evalset as evalset_module
 from tether.components.base import ComponentError, PathEscapeError
 from tether.components.evalset import EvalsetKind
 from tether.ids import digest_json
-from tether.project.statcache import StatCache
+from tether.project.statcache import RACY_NS, StatCache
 from tether.project.worktree import WorkingTree
 
 from .conftest import KindTree
@@ -129,6 +130,7 @@ def test_digest_is_stable_across_folders(tree_factory: Callable[[str], KindTree]
 
 def test_parse_is_stat_cached(tree: KindTree, monkeypatch: pytest.MonkeyPatch) -> None:
     tree.write("c.jsonl", _jsonl(CASES))
+    time.sleep(RACY_NS / 1e9 + 0.02)  # a file written this instant is never trusted to the cache
     cache = StatCache(tree.root / ".tether" / "cache" / "stat.json")
     ctx = WorkingTree(tree.root, cache=cache)
     kind = EvalsetKind()

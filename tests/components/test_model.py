@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tether.components.base import ComponentError, Snapshot
 from tether.components.model import ModelKind, human_bytes
 from tether.components.registry import get_kind
 from tether.ids import digest_file
-from tether.project.statcache import StatCache
+from tether.project.statcache import RACY_NS, StatCache
 from tether.project.worktree import WorkingTree
 
 from .model_helpers import (
@@ -218,6 +219,7 @@ def test_missing_weights_path_is_an_error(tmp_path: Path) -> None:
 
 def test_unchanged_big_file_table_comes_from_the_stat_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tensors(tmp_path / "w" / "model.safetensors", {"a": np.zeros(10, np.float32)})
+    time.sleep(RACY_NS / 1e9 + 0.02)  # a file written this instant is never trusted to the cache
     cache = StatCache(tmp_path / "cache.json")
     calls: list[str] = []
     real = model_module.table_from_stream

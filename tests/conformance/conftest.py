@@ -1,7 +1,9 @@
 """Backend fixtures for the conformance suite.
 
 To add a backend, write a factory that returns a harness and register it in ``STORE_BACKENDS``
-or ``METADATA_BACKENDS``; a factory may call ``pytest.skip`` when its service is unavailable.
+or ``METADATA_BACKENDS`` (and its marks in ``BACKEND_MARKS``); a factory may call ``pytest.skip``
+when its service is unavailable. The PostgreSQL backend runs on the session's throwaway server
+(``tests/services.py``), one fresh database per test.
 A harness carries the backend under test plus the few hooks a test cannot express through the
 interface alone (damaging an object, leaving a killed writer's temporary file behind).
 """
@@ -10,9 +12,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,11 +78,34 @@ def _sqlite_metadata(tmp_path: Path) -> MetadataHarness:
     )
 
 
+def _postgresql_metadata(tmp_path: Path) -> MetadataHarness:
+    # A fresh database per test on the session's throwaway server; "absent_..." is never created.
+    from tests.services import postgres
+
+    server = postgres()  # skips (fails under CI) when PostgreSQL cannot be had
+    database = server.create_database("tether_conformance")
+    return MetadataHarness(
+        name="postgresql",
+        url=server.url(database),
+        missing_url=server.url(f"absent_{database}"),
+        base=tmp_path,
+    )
+
+
 STORE_BACKENDS: dict[str, Callable[[Path], StoreHarness]] = {"local": _local_store}
-METADATA_BACKENDS: dict[str, Callable[[Path], MetadataHarness]] = {"sqlite": _sqlite_metadata}
+METADATA_BACKENDS: dict[str, Callable[[Path], MetadataHarness]] = {
+    "sqlite": _sqlite_metadata,
+    "postgresql": _postgresql_metadata,
+}
+#: Marks a backend's tests carry, to select or deselect them (``-m "not postgres"``).
+BACKEND_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {"postgresql": (pytest.mark.postgres,)}
 
 
-@pytest.fixture(params=sorted(STORE_BACKENDS))
+def _params(names: Iterable[str]) -> list[Any]:  # pytest.param objects
+    return [pytest.param(name, marks=BACKEND_MARKS.get(name, ())) for name in sorted(names)]
+
+
+@pytest.fixture(params=_params(STORE_BACKENDS))
 def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
     return STORE_BACKENDS[request.param](tmp_path)
 
@@ -89,7 +115,7 @@ def store(store_backend: StoreHarness) -> ObjectStore:
     return store_backend.store
 
 
-@pytest.fixture(params=sorted(METADATA_BACKENDS))
+@pytest.fixture(params=_params(METADATA_BACKENDS))
 def metadata_backend(request: pytest.FixtureRequest, tmp_path: Path) -> MetadataHarness:
     return METADATA_BACKENDS[request.param](tmp_path)
 

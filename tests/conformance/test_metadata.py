@@ -317,6 +317,46 @@ def test_concurrent_compare_and_swap_across_processes(metadata_backend: Metadata
         meta.close()
 
 
+def _init_worker(url: str, base: str, barrier: Any, results: Any) -> None:
+    """One of two processes creating the same new database at once (two `tether init`s)."""
+    try:
+        barrier.wait(timeout=60)
+        open_metadata(url, Path(base), create=True).close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+def test_concurrent_create_across_processes(metadata_backend: MetadataHarness) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_init_worker, args=(metadata_backend.url, str(metadata_backend.base), barrier, results))
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = []
+    try:
+        for _ in processes:
+            outcomes.append(results.get(timeout=90))
+    except queue.Empty:
+        pytest.fail(f"an initializing process did not report; got {outcomes}")
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert outcomes == ["ok", "ok"]
+    meta = metadata_backend.open()
+    try:
+        record = commit(meta, "after both inits", branch="main")
+        assert meta.get_branch("main") == record.version_id
+    finally:
+        meta.close()
+
+
 # -- SQL schema and migrations (every metadata backend is SQLAlchemy-based) -------------------------
 
 

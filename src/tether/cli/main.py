@@ -133,12 +133,13 @@ def add(
 @app.command()
 def status(
     exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when anything drifted.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash every file instead of trusting the stat cache.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Components whose content on disk differs from the current version (drift)."""
     with handled(as_json):
         with _open() as project:
-            report = project.status()
+            report = project.status(verify=verify)
         if as_json:
             emit_json(report.to_json())
         else:
@@ -237,12 +238,15 @@ def checkout(
     ref: Annotated[str, typer.Argument(help="A version reference or branch.")],
     dir_: Annotated[str | None, typer.Option("--dir", help="Write into this (new or empty) folder instead.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite uncommitted changes.")] = False,
+    link: Annotated[
+        bool, typer.Option("--link", help="With --dir: read-only files, hard-linked to the store where possible.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Put a version's content back byte for byte (verified)."""
     with handled(as_json):
         with _open() as project:
-            result = project.checkout(ref, dest=dir_, force=force)
+            result = project.checkout(ref, dest=dir_, force=force, link=link)
         if as_json:
             emit_json(result.to_json())
             return
@@ -343,23 +347,48 @@ def gc(
 ) -> None:
     """Remove objects that no version refers to (after a grace period)."""
     with handled(as_json):
+        from tether.cli.output import make_progress
+
+        update, close = make_progress()
         with _open() as project:
-            report = project.gc(grace_seconds=0.0 if now else grace, dry_run=dry_run)
+            try:
+                report = project.gc(
+                    grace_seconds=0.0 if now else grace, dry_run=dry_run, progress=None if as_json else update
+                )
+            finally:
+                close()
         if as_json:
             emit_json(report.to_json())
         else:
             verb = "would remove" if dry_run else "removed"
             typer.echo(f"gc: {verb} {len(report.removed)} objects ({report.bytes_freed:,} bytes), kept {report.kept}"
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
+            for alias in sorted({item["alias"] for item in report.protected}):
+                kept = [item["version_id"][:12] for item in report.protected if item["alias"] == alias]
+                typer.echo(f"gc: protected the last {len(kept)} rollback target(s) of alias {alias}: {', '.join(kept)}")
 
 
 # ---- feature command groups: each module adds its commands to `app` when imported ----------------
 # (one import line per feature, below this comment; the modules import only typer at top level)
+from tether.cli import lifecycle as _lifecycle  # noqa: E402, I001
+_lifecycle.register(app)
+from tether.cli import repro as _repro  # noqa: E402, I001
+_repro.register(app)
+from tether.cli import audit as _audit  # noqa: E402, I001
+_audit.register(app)
 
 
 def run() -> None:
-    """Console entry point."""
+    """Console entry point: a provably clean ``status`` or no-op ``commit`` is answered before
+    the command line is even built (see tether.cli.quick); everything else runs through Typer."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    import sys
+
+    from tether.cli.quick import try_quick
+
+    code = try_quick(sys.argv[1:])
+    if code is not None:
+        raise SystemExit(code)
     app()
 
 

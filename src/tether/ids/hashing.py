@@ -48,19 +48,34 @@ def digest_json(value: Any) -> str:
 
 
 def digest_stream(stream: BinaryIO, block_size: int = BLOCK_SIZE) -> tuple[str, int]:
-    """Digest and length of a stream, read block by block (never whole)."""
+    """Digest and length of a stream, read block by block (never whole).
+
+    One buffer is reused (``readinto``): allocating a fresh block per read costs more than
+    hashing it, since every new allocation first-touches fresh memory.
+    """
     hasher = Hasher()
     size = 0
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:
+        while True:
+            block = stream.read(block_size)
+            if not block:
+                break
+            hasher.update(block)
+            size += len(block)
+        return hasher.hexdigest(), size
+    view = memoryview(bytearray(block_size))
     while True:
-        block = stream.read(block_size)
-        if not block:
+        count = readinto(view)
+        if not count:
             break
-        hasher.update(block)
-        size += len(block)
+        hasher.update(view[:count])
+        size += count
     return hasher.hexdigest(), size
 
 
 def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """Digest and size of a file, streamed."""
-    with open(path, "rb") as handle:
-        return digest_stream(handle)
+    """Digest and size of a file, streamed (small files get a small buffer)."""
+    with open(path, "rb", buffering=0) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        return digest_stream(handle, min(BLOCK_SIZE, max(size + 1, 64 * 1024)))

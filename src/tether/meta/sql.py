@@ -7,12 +7,15 @@ when a migration actually has to run, so opening an up-to-date database stays fa
 Concurrency: on SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so the write
 lock is taken before anything is read and a branch compare-and-swap cannot interleave with
 another process's. On PostgreSQL the compare-and-swap is a conditional ``UPDATE`` (or an
-``INSERT ... ON CONFLICT DO NOTHING``), which is atomic under the default isolation level.
+``INSERT ... ON CONFLICT DO NOTHING``), which is atomic under the default isolation level, and a
+schema migration holds a transaction-scoped advisory lock, so concurrent ``tether init`` runs queue.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -37,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     select,
     table,
@@ -61,6 +65,8 @@ BUSY_TIMEOUT_SECONDS = 30
 _WRITE = "tether_write"
 _SNAPSHOT_PAGE = 1000
 _HEX_PREFIX = re.compile(r"^[0-9a-f]*$")
+#: The PostgreSQL advisory lock key that serializes schema migrations (any fixed 64-bit number).
+_MIGRATION_LOCK = 0x7465746865720001
 
 METADATA = MetaData()
 
@@ -186,11 +192,31 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while "database is locked".
+
+    Two connections switching a new database at once both hold a read lock that each must
+    upgrade; SQLite refuses one of them at once instead of calling the busy handler (it would
+    deadlock), so the wait the busy timeout would have given is done here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.002
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
@@ -218,6 +244,16 @@ class SqlMetadataRepository(MetadataRepository):
             raise MetadataError(
                 f"storage.metadata: unsupported database '{self._shown}' (supported: sqlite, postgresql+psycopg)"
             )
+        if self._dialect == "postgresql":
+            # psycopg 3 is the one PostgreSQL driver tether ships and tests; a bare postgresql://
+            # means it too (SQLAlchemy 2.0 alone would pick psycopg2).
+            driver = self._url.drivername.partition("+")[2]
+            if driver not in ("", "psycopg"):
+                raise MetadataError(
+                    f"storage.metadata: unsupported PostgreSQL driver '{driver}' in '{self._shown}' "
+                    "(use postgresql+psycopg://)"
+                )
+            self._url = self._url.set(drivername="postgresql+psycopg")
         self._engine = self._make_engine(create)
         try:
             if create:
@@ -236,7 +272,7 @@ class SqlMetadataRepository(MetadataRepository):
                 return create_engine(self._url, pool_pre_ping=True)
             except ImportError as exc:
                 raise MetadataError(
-                    f"{self._shown} needs the database driver '{exc.name}': install it (e.g. pip install psycopg)"
+                    f"{self._shown} needs the database driver '{exc.name}': install it with pip install 'tether[postgres]'"
                 ) from None
         database = self._url.database or ""
         in_memory = database in ("", ":memory:") or self._url.query.get("mode") == "memory"
@@ -276,17 +312,22 @@ class SqlMetadataRepository(MetadataRepository):
                 with connection.begin():
                     yield connection
         except DBAPIError as exc:
-            raise MetadataError(f"metadata database {self._shown}: {exc.orig}") from exc
+            detail = " ".join(str(exc.orig).split())  # one line: libpq's messages span several
+            raise MetadataError(f"metadata database {self._shown}: {detail}") from exc
 
     def _insert_ignoring_existing(self, target: Table) -> Insert:
-        """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's own construct (both support it)."""
+        """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's own construct (both support it).
+
+        Its row count says whether the row went in (callers compare-and-swap on it): SQLAlchemy
+        keeps an INSERT's count only on request, and psycopg's is gone once the cursor closes.
+        """
         if self._dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            return pg_insert(target).on_conflict_do_nothing()
+            return pg_insert(target).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(target).on_conflict_do_nothing()
+        return sqlite_insert(target).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     def _upsert_branch(self, connection: Connection, name: str, version_id: str) -> None:
         if self._dialect == "postgresql":
@@ -336,6 +377,9 @@ class SqlMetadataRepository(MetadataRepository):
     def _migrate(self) -> None:
         """Bring the schema to the newest revision, in one write transaction (concurrent inits wait)."""
         with self._transaction(write=True) as connection:
+            if self._dialect == "postgresql":
+                # PostgreSQL has no BEGIN IMMEDIATE: concurrent inits queue on a transaction lock.
+                connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             revision = self._schema_revision(connection)
             if revision == SCHEMA_HEAD:
                 return

@@ -145,7 +145,8 @@ class Project:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
         project_path = root / PROJECT_FILE
-        if not project_path.exists():
+        wrote_project_file = not project_path.exists()
+        if wrote_project_file:
             raw = render_new_project(name or root.name or "project", tier, store_url, db_url)
             atomic_write_bytes(project_path, raw)
         elif store_url or db_url:
@@ -158,8 +159,17 @@ class Project:
         if not (dot / "HEAD").exists():
             atomic_write_bytes(dot / "HEAD", f"ref: {DEFAULT_BRANCH}\n".encode())
         project_file = load_project_file(project_path, validate_components=False)
-        store = open_store(project_file.objects_url, root)
-        meta = open_metadata(project_file.metadata_url, root, create=True)
+        try:
+            store = open_store(project_file.objects_url, root)
+            meta = open_metadata(project_file.metadata_url, root, create=True)
+        except BaseException:
+            # An unreachable or mistyped --db/--store must not leave a tether.toml that pins it.
+            if wrote_project_file:
+                project_path.unlink(missing_ok=True)
+            raise
+        from tether.audit.keys import create_key_at_init
+
+        create_key_at_init(dot, project_file)  # the audit log's signing key, kept outside any database
         return cls(root, project_file, store, meta)
 
     @classmethod
@@ -258,6 +268,10 @@ class Project:
         for branch, version_id in sorted(self.meta.list_branches().items()):
             label = f"HEAD -> {branch}" if branch == current else branch
             names.setdefault(version_id, []).append(label)
+        from tether.meta.lifecycle import lifecycle_repository
+
+        for alias, state in lifecycle_repository(self.meta).list_aliases().items():
+            names.setdefault(state.version_id, []).append(f"alias: {alias}")
         if current is None:
             head = self.head()
             if head:
@@ -306,8 +320,13 @@ class Project:
         self.cache.save()
         return snapshots
 
-    def status(self) -> StatusReport:
-        """Drift: each component whose content on disk differs from the current version, and how."""
+    def status(self, verify: bool = False) -> StatusReport:
+        """Drift: each component whose content on disk differs from the current version, and how.
+
+        ``verify`` re-hashes every file instead of trusting the stat cache (for filesystems
+        whose timestamps can lie, or a tree written by a tool that restores mtimes).
+        """
+        tree = WorkingTree(self.root, None, PROJECT_FILE) if verify else self.tree
         decls = self.reload().components
         head = self.head()
         committed = self.version_snapshots(head) if head else {}
@@ -315,7 +334,7 @@ class Project:
         for name, decl in decls.items():
             old = committed.get(name)
             try:
-                new = get_kind(decl.kind).snapshot(name, decl.spec, self.tree)
+                new = get_kind(decl.kind).snapshot(name, decl.spec, tree)
             except ComponentError as exc:
                 items.append(ComponentStatus(name, decl.kind, "missing" if old else "added", error=str(exc)))
                 continue
@@ -331,7 +350,12 @@ class Project:
             if name not in decls:
                 items.append(ComponentStatus(name, old.kind, "removed"))
         self.cache.save()
-        return StatusReport(branch=self.current_branch(), head=head, components=items)
+        report = StatusReport(branch=self.current_branch(), head=head, components=items)
+        if report.clean and head:
+            from tether.project.clean import certify
+
+            certify(self, tree, [(name, decl.kind, committed[name].digest) for name, decl in decls.items()])
+        return report
 
     # ---- committing ---------------------------------------------------------------------------
     def commit(self, message: str, branch: str | None = None, allow_empty: bool = False) -> CommitResult:
@@ -371,20 +395,38 @@ class Project:
         )
 
     def _store_files(self, snapshots: dict[str, Snapshot], progress: Progress | None = None) -> None:
-        """Put every file of the working tree's snapshots into the object store (streamed)."""
+        """Put every file of the working tree's snapshots into the object store (streamed).
+
+        Each file is hinted with the same path in the current version (changed tensors may be
+        stored as deltas against it) and with the tensor digests its snapshot already read.
+        """
+        from tether.project.clean import certify
+        from tether.project.storage import store_hints
+
+        certify(self, self.tree, [(name, snap.kind, snap.digest) for name, snap in snapshots.items()])
         entries = {entry.digest: entry for snap in snapshots.values() for entry in snap.files}
+        missing = [entry for entry in entries.values() if not self.store.has(entry.digest)]
+        head = self.head() if missing else None
+        hints = store_hints(snapshots, self.version_snapshots(head) if head else {})
         total = len(entries)
-        for done, entry in enumerate(entries.values(), start=1):
-            if not self.store.has(entry.digest):
-                path = self.tree.resolve(entry.path, entry.path)
-                try:
-                    self.store.put_file(path, expected_digest=entry.digest)
-                except StoreError as exc:
-                    raise CheckFailedError(f"{entry.path}: {exc}") from exc
+        for done, entry in enumerate(missing, start=total - len(missing) + 1):
+            path = self.tree.resolve(entry.path, entry.path)
+            try:
+                self.store.put_file(path, expected_digest=entry.digest, hint=hints.get(entry.digest))
+            except StoreError as exc:
+                raise CheckFailedError(str(exc) if entry.path in str(exc) else f"{entry.path}: {exc}") from exc
             if progress:
                 progress("storing", done, total)
 
-    def _record_version(
+    def _record_version(self, *args: Any, **kwargs: Any) -> CommitResult:
+        """Record a version holding the commit lock (shared): gc never runs between a commit's
+        first stored object and the metadata transaction that makes its objects reachable."""
+        from tether.project.storage import commit_lock
+
+        with commit_lock(self.dot):
+            return self._record_version_locked(*args, **kwargs)
+
+    def _record_version_locked(
         self,
         snapshots: dict[str, Snapshot],
         parents: list[str],
@@ -517,12 +559,17 @@ class Project:
         return json.loads(body) if body else None
 
     # ---- materializing -----------------------------------------------------------------------
-    def checkout(self, ref: str, dest: str | os.PathLike[str] | None = None, force: bool = False) -> CheckoutResult:
+    def checkout(
+        self, ref: str, dest: str | os.PathLike[str] | None = None, force: bool = False, link: bool = False
+    ) -> CheckoutResult:
         """Put a version's content back byte for byte: into ``dest``, or into the working tree.
 
         Every object is verified while it is copied to a staging file; nothing at the destination
-        changes unless every file verified.
+        changes unless every file verified. ``link`` (only with ``dest``) asks for read-only
+        files, hard-linked to the store's objects where possible (no copy at all).
         """
+        if link and dest is None:
+            raise UsageError("--link: read-only hard-linked files are only written to a --dir checkout")
         version_id = self.resolve(ref)
         manifest = self.manifest(version_id)
         snapshots = self.version_snapshots(version_id)
@@ -537,7 +584,7 @@ class Project:
             if target_root.exists() and (not target_root.is_dir() or any(target_root.iterdir())):
                 raise UsageError(f"--dir {dest}: exists and is not an empty folder")
             target_root.mkdir(parents=True, exist_ok=True)
-            written = self._materialize(target_root, wanted)
+            written = self._materialize(target_root, wanted, link=link)
             return CheckoutResult(version_id, str(target_root), written, 0, None)
 
         if not force:
@@ -563,7 +610,12 @@ class Project:
         self.reload()
         return CheckoutResult(version_id, str(self.root), written, removed, branch or version_id)
 
-    def _materialize(self, target_root: Path, entries: dict[str, FileEntry]) -> int:
+    def _materialize(self, target_root: Path, entries: dict[str, FileEntry], link: bool = False) -> int:
+        """Stage every entry (verified) next to its destination, then move them all into place.
+
+        The store clones (reflink) or writes with large sequential writes; ``link`` asks for
+        read-only files hard-linked to the store (executables are copied, read-only too).
+        """
         staged: list[tuple[Path, Path, FileEntry]] = []
         try:
             for rel, entry in sorted(entries.items()):
@@ -575,12 +627,16 @@ class Project:
                 os.close(fd)
                 staged.append((Path(tmp), final, entry))
                 try:
-                    self.store.materialize(entry.digest, tmp)
+                    self.store.materialize(entry.digest, tmp, link=link and not entry.executable)
                 except ObjectMissingError as exc:
                     raise VerificationError(f"{rel}: object {entry.digest[:12]} is missing from the store") from exc
                 except ObjectCorruptError as exc:
                     raise VerificationError(f"{rel}: object {entry.digest[:12]} is corrupted (it no longer hashes to its name)") from exc
-                os.chmod(tmp, 0o755 if entry.executable else 0o644)
+                if link:
+                    if entry.executable:
+                        os.chmod(tmp, 0o555)
+                else:
+                    os.chmod(tmp, 0o755 if entry.executable else 0o644)
         except BaseException:
             for tmp, _, _ in staged:
                 with suppress(FileNotFoundError):
@@ -604,10 +660,13 @@ class Project:
             return False
 
     # ---- branches ------------------------------------------------------------------------------
-    @staticmethod
-    def _check_branch_name(name: str) -> None:
+    def _check_branch_name(self, name: str) -> None:
         if not BRANCH_NAME.match(name) or name == "HEAD" or "@{" in name or "~" in name or "^" in name:
             raise UsageError(f"branch name '{name}': use letters, digits, '.', '_', '-' and '/'")
+        from tether.meta.lifecycle import lifecycle_repository
+
+        if lifecycle_repository(self.meta).get_alias(name) is not None:
+            raise UsageError(f"branch name '{name}': an alias of that name exists; branch and alias names must not collide")
 
     def branches(self) -> dict[str, str]:
         return self.meta.list_branches()
@@ -716,6 +775,11 @@ class Project:
                     continue
                 for entry in snap.files:
                     yield entry.digest, f"version {record.version_id[:12]} component {name} file {entry.path}"
+        from tether.meta.evalruns import eval_runs_of
+
+        eval_runs = eval_runs_of(self.meta)
+        for run in eval_runs.list_runs() if eval_runs is not None else []:
+            yield run.body, f"eval run {run.run_id[:12]} body"
 
     def fsck(self, progress: Progress | None = None) -> FsckReport:
         """Verify every manifest, snapshot, reference and object; name each problem."""
@@ -751,27 +815,39 @@ class Project:
         needed: dict[str, str] = {}
         for digest, owner in self.referenced_objects():
             needed.setdefault(digest, owner)
-        stored = list(self.store.iter_digests())
-        report.objects = len(stored)
-        stored_set = set(stored)
-        for done, digest in enumerate(stored, start=1):
-            if not self.store.verify(digest):
-                owner = needed.get(digest)
-                where = f" (needed by {owner})" if owner else ""
-                report.problems.append(f"object {digest}: content does not hash to its name{where}")
-            if progress:
-                progress("verifying objects", done, len(stored))
-        for digest, owner in needed.items():
-            if digest not in stored_set:
-                report.problems.append(f"object {digest}: missing (needed by {owner})")
+        from tether.project.storage import verify_store
+
+        # Every object re-hashed (never trusting a stat), files stored in parts rebuilt and checked.
+        report.objects, problems = verify_store(self.store, needed, progress)
+        report.problems.extend(problems)
         return report
 
-    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None) -> GcReport:
         """Remove objects no version refers to, once older than the grace period (so an in-flight
-        commit's fresh objects are never taken), and temporary files of killed writers."""
+        commit's fresh objects are never taken), and temporary files of killed writers.
+
+        Never while a commit is in flight (gc waits for the commit lock, then refuses); the parts
+        of every file kept are kept.
+        """
+        from tether.project.storage import gc_lock
+
+        with gc_lock(self.dot):
+            return self._gc_locked(grace_seconds, dry_run, progress)
+
+    def _gc_locked(self, grace_seconds: float, dry_run: bool, progress: Progress | None) -> GcReport:
+        from tether.project.storage import keep_closure
+
         report = GcReport(dry_run=dry_run)
         needed = {digest for digest, _ in self.referenced_objects()}
-        for digest in list(self.store.iter_digests()):
+        from tether.lifecycle.deploy import protected_objects
+
+        report.protected, rollback_objects = protected_objects(self)  # each alias's last rollback_window targets
+        needed |= rollback_objects
+        needed = keep_closure(self.store, needed, grace_seconds)
+        stored = list(self.store.iter_digests())
+        for index, digest in enumerate(stored, start=1):
+            if progress:
+                progress("collecting garbage", index, len(stored))
             if digest in needed:
                 report.kept += 1
                 continue
@@ -779,7 +855,7 @@ class Project:
                 report.kept += 1
                 continue
             report.removed.append(digest)
-            report.bytes_freed += self.store.size(digest)
+            report.bytes_freed += self.store.stored_size(digest)
             if not dry_run:
                 self.store.delete(digest)
         if not dry_run:

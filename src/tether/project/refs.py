@@ -1,9 +1,10 @@
-"""Reference syntax: full IDs, unique prefixes, HEAD, branches, and ``REF~N`` ancestry."""
+"""Reference syntax: full IDs, unique prefixes, HEAD, branches, aliases, ``ALIAS@{N}`` and ``REF~N`` ancestry."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from tether.errors import ReferenceNotFoundError
 from tether.ids import is_digest
@@ -48,10 +49,13 @@ def _resolve_base(base: str, meta: MetadataRepository, head: Callable[[], str | 
             raise ReferenceNotFoundError("reference 'HEAD': no version yet (make a first commit)")
         return current
     if "@{" in base:
-        raise ReferenceNotFoundError(f"reference '{base}': no alias of that name")
+        return _resolve_alias_at(base, meta)
     branch = meta.get_branch(base)
     if branch is not None:
         return branch
+    alias = _alias_target(meta, base)
+    if alias is not None:
+        return alias
     lowered = base.lower()
     if is_digest(lowered):
         if meta.get_version(lowered) is None:
@@ -69,3 +73,41 @@ def _resolve_base(base: str, meta: MetadataRepository, head: Callable[[], str | 
             shown = ", ".join(match[:12] for match in matches)
             raise ReferenceNotFoundError(f"reference '{base}' is ambiguous: it matches {shown}")
     raise ReferenceNotFoundError(f"reference '{base}': no branch, version or alias of that name")
+
+
+_ALIAS_AT = re.compile(r"^(?P<name>.+)@\{(?P<n>\d+)\}$")
+
+
+def _lifecycle(meta: MetadataRepository) -> Any:
+    """The alias tables beside ``meta``, or None for a backend without them."""
+    from tether.meta.base import MetadataError
+    from tether.meta.lifecycle import lifecycle_repository
+
+    try:
+        return lifecycle_repository(meta)
+    except MetadataError:
+        return None
+
+
+def _alias_target(meta: MetadataRepository, name: str) -> str | None:
+    """Where an alias points now (None when no alias has that name)."""
+    repo = _lifecycle(meta)
+    state = repo.get_alias(name) if repo is not None else None
+    return None if state is None else str(state.version_id)
+
+
+def _resolve_alias_at(base: str, meta: MetadataRepository) -> str:
+    """``ALIAS@{N}``: the alias's N-th previous target (``@{0}`` is where it points now)."""
+    match = _ALIAS_AT.match(base)
+    if match is None:
+        raise ReferenceNotFoundError(f"reference '{base}': expected ALIAS@{{N}} with a whole number N")
+    name, steps = match.group("name"), int(match.group("n"))
+    repo = _lifecycle(meta)
+    history = repo.history(name) if repo is not None else []
+    if not history:
+        raise ReferenceNotFoundError(f"reference '{base}': no alias '{name}'")
+    if steps >= len(history):
+        raise ReferenceNotFoundError(
+            f"reference '{base}': alias '{name}' has only {len(history) - 1} previous target(s)"
+        )
+    return str(history[len(history) - 1 - steps].to_version)

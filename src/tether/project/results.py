@@ -154,6 +154,7 @@ class GcReport:
     kept: int = 0
     temporary_removed: int = 0
     dry_run: bool = False
+    protected: list[dict[str, str]] = field(default_factory=list)  # {"alias", "version_id"}: rollback targets kept
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,9 +16,10 @@ from tether.components.base import (
     PathEscapeError,
     SnapshotContext,
 )
+from tether.errors import CheckFailedError
 from tether.ids import Hasher, digest_file
 from tether.ids.hashing import BLOCK_SIZE
-from tether.project.statcache import StatCache
+from tether.project.statcache import StatCache, signature
 from tether.store.base import StoreError
 
 _GLOB_CHARS = set("*?[")
@@ -32,6 +33,26 @@ class WorkingTree(SnapshotContext):
         self.root = Path(root).resolve()
         self.cache = cache
         self.project_file = project_file
+        #: what snapshots consulted, for the clean-tree certificate (see tether.project.clean):
+        #: path -> {"sig": stat signature, "digest": content digest or None}
+        self.observed: dict[str, dict[str, Any]] = {}
+        #: every expansion: (patterns, field name, files found)
+        self.expansions: list[tuple[list[str], str, list[str]]] = []
+
+    def _observe(self, rel_path: str, st: os.stat_result, digest: str | None = None) -> None:
+        seen = self.observed.get(rel_path)
+        sig = signature(st)
+        if seen is None or seen["sig"] != sig:
+            self.observed[rel_path] = {"sig": sig, "digest": digest}
+        elif digest is not None:
+            seen["digest"] = digest
+
+    def _changed_while_read(self, rel_path: str, before: os.stat_result, after: os.stat_result) -> None:
+        if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+            raise CheckFailedError(
+                f"{rel_path}: changed while it was being read (its size or mtime moved); "
+                "nothing was recorded, try again once it is written"
+            )
 
     # -- paths -------------------------------------------------------------------------
     def _inside(self, path: Path) -> bool:
@@ -55,8 +76,12 @@ class WorkingTree(SnapshotContext):
             raise PathEscapeError(
                 f"{self.project_file}: {field_name}: '{rel_path}' is a symlink pointing outside the project folder"
             )
-        if not candidate.exists():
-            raise ComponentError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist")
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            raise ComponentError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist") from None
+        if stat.S_ISREG(st.st_mode):
+            self._observe(rel_path, st)
         return candidate
 
     def relative(self, path: Path) -> str:
@@ -80,6 +105,12 @@ class WorkingTree(SnapshotContext):
         return found
 
     def expand(self, patterns: Iterable[str], field_name: str) -> list[str]:
+        wanted = list(patterns)
+        found = self._expand(wanted, field_name)
+        self.expansions.append((wanted, field_name, found))
+        return found
+
+    def _expand(self, patterns: list[str], field_name: str) -> list[str]:
         results: set[str] = set()
         for pattern in patterns:
             if not isinstance(pattern, str) or not pattern:
@@ -121,10 +152,13 @@ class WorkingTree(SnapshotContext):
         if self.cache is not None:
             hit = self.cache.get(rel_path, st, "digest")
             if hit is not None:
+                self._observe(rel_path, st, hit)
                 return FileEntry(rel_path, hit, st.st_size, executable)
         digest, size = digest_file(path)
+        self._changed_while_read(rel_path, st, path.stat())
         if self.cache is not None:
             self.cache.put(rel_path, st, "digest", digest)
+        self._observe(rel_path, st, digest)
         return FileEntry(rel_path, digest, size, executable)
 
     def file_entry_with(
@@ -136,14 +170,19 @@ class WorkingTree(SnapshotContext):
         if self.cache is not None:
             digest, value = self.cache.get(rel_path, st, "digest"), self.cache.get(rel_path, st, key)
             if digest is not None and value is not None:
+                self._observe(rel_path, st, digest)
                 return FileEntry(rel_path, digest, st.st_size, executable), value
         with open(path, "rb") as handle:
+            before = os.fstat(handle.fileno())
             reader = HashingReader(handle)
-            value = compute(reader, os.fstat(handle.fileno()).st_size)
+            value = compute(reader, before.st_size)
             digest, size = reader.finish()
+            self._changed_while_read(rel_path, before, os.fstat(handle.fileno()))
+        self._changed_while_read(rel_path, st, before)
         if self.cache is not None:
             self.cache.put(rel_path, st, "digest", digest)
             self.cache.put(rel_path, st, key, value)
+        self._observe(rel_path, st, digest)
         return FileEntry(rel_path, digest, size, executable), value
 
     def cached(self, rel_path: str, key: str, compute: Callable[[Path], Any]) -> Any:
@@ -174,6 +213,9 @@ class HashingReader:
         self._size += len(data)
         return data
 
+    def seekable(self) -> bool:
+        return False  # every byte must pass through the hasher, in order
+
     def readinto(self, buffer: memoryview | bytearray) -> int:
         got = self._handle.readinto(buffer)  # type: ignore[attr-defined]
         if got:
@@ -183,12 +225,13 @@ class HashingReader:
 
     def finish(self) -> tuple[str, int]:
         """Hash whatever was not read yet; return (digest, size)."""
+        view = memoryview(bytearray(BLOCK_SIZE))
         while True:
-            block = self._handle.read(BLOCK_SIZE)
-            if not block:
+            count = self._handle.readinto(view)  # type: ignore[attr-defined]
+            if not count:
                 return self._hasher.hexdigest(), self._size
-            self._hasher.update(block)
-            self._size += len(block)
+            self._hasher.update(view[:count])
+            self._size += count
 
 
 class WorkingTreeReader(BlobReader):

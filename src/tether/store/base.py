@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 
 class StoreError(Exception):
@@ -18,6 +19,23 @@ class ObjectMissingError(StoreError):
 
 class ObjectCorruptError(StoreError):
     """An object's bytes no longer hash to its name."""
+
+
+@dataclass(frozen=True)
+class StoreHint:
+    """What the caller already knows about a file it stores, so the store can do less work.
+
+    ``previous`` is the digest of the same file in the parent version: a store that keeps
+    tensors may encode a changed tensor as a delta against the parent's. ``tensors`` is the
+    safetensors table the caller's snapshot read in the same pass that produced
+    ``expected_digest`` (name -> ``{"dtype", "shape", "offsets", "digest"}``): with it a store
+    need not re-read tensors it already holds, and must check every byte it does read against
+    it. ``label`` names the file in warnings and errors (a project-relative path).
+    """
+
+    previous: str | None = None
+    tensors: Mapping[str, Mapping[str, Any]] | None = None
+    label: str | None = None
 
 
 class ObjectStore(ABC):
@@ -36,12 +54,17 @@ class ObjectStore(ABC):
         """Store ``data``; return its digest. Storing an existing object is a no-op."""
 
     @abstractmethod
-    def put_file(self, path: str | os.PathLike[str], expected_digest: str | None = None) -> tuple[str, int]:
-        """Stream a file into the store; return (digest, size).
+    def put_file(
+        self, path: str | os.PathLike[str], expected_digest: str | None = None, hint: StoreHint | None = None
+    ) -> tuple[str, int]:
+        """Stream a file into the store; return (digest, size) of the whole file.
 
         When ``expected_digest`` is given and the object already exists, the file is not read
-        again. When the bytes read differ from ``expected_digest`` (the file changed while it was
-        being committed), nothing is stored and :class:`StoreError` is raised.
+        again. When the bytes read differ from ``expected_digest``, or the file's size or mtime
+        moves while it is read (it changed while it was being committed), :class:`StoreError` is
+        raised and no object is recorded under the file's digest (parts of it already written
+        are unreferenced, and ``gc`` removes them). ``hint`` may let the store skip work or
+        store less; the result never depends on it.
         """
 
     @abstractmethod
@@ -56,6 +79,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def size(self, digest: str) -> int:
         """Size of an object in bytes."""
+
+    def stored_size(self, digest: str) -> int:
+        """Bytes the entry itself occupies (for a file stored in parts, its recipe alone)."""
+        return self.size(digest)
 
     @abstractmethod
     def age_seconds(self, digest: str) -> float:
@@ -73,11 +100,20 @@ class ObjectStore(ABC):
     def verify(self, digest: str) -> bool:
         """Re-hash an object; False when its bytes no longer match its name."""
 
+    def parts(self, digest: str) -> list[str]:
+        """The objects a stored file is assembled from (empty for an object stored whole).
+
+        ``gc`` keeps these as long as the file is kept; ``fsck`` verifies them one by one.
+        """
+        return []
+
     @abstractmethod
-    def materialize(self, digest: str, dest: str | os.PathLike[str]) -> None:
+    def materialize(self, digest: str, dest: str | os.PathLike[str], link: bool = False) -> None:
         """Write an object to ``dest`` atomically (temporary file and rename), verifying its digest.
 
         Raises :class:`ObjectCorruptError` and leaves ``dest`` untouched when the bytes are wrong.
+        With ``link`` the caller asks for a read-only file: the store may hard-link its own
+        object (never modify it!) instead of copying; otherwise ``dest`` is a writable copy.
         """
 
     @abstractmethod

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tether.store.base import ObjectStore, StoreError
+
+#: ``TETHER_DELTAS=0`` stores changed tensors whole (tensor and chunk dedup only), e.g. to
+#: measure what the deltas save, or when checkout speed matters more than disk.
+DELTAS_ENV = "TETHER_DELTAS"
 
 
 def open_store(url: str, base: Path) -> ObjectStore:
@@ -16,5 +21,6 @@ def open_store(url: str, base: Path) -> ObjectStore:
 
         raw = parsed.path if parsed.scheme == "file" else url
         path = Path(raw)
-        return LocalObjectStore(path if path.is_absolute() else base / path)
+        deltas = os.environ.get(DELTAS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+        return LocalObjectStore(path if path.is_absolute() else base / path, deltas=deltas)
     raise StoreError(f"storage.objects: unsupported store URL scheme '{parsed.scheme}' in '{url}' (supported: a local path)")

@@ -1,0 +1,139 @@
+"""Audit recording throughput and added latency: 8 concurrent writers, durable records, SQLite.
+
+Each writer is a thread that records requests one after another the way an application does
+(``with log.record(...) as rec: rec.output(...)``); in ``sync`` mode every ``record`` returns only
+once its record is fsynced, so the writers share fsyncs through group commit. The added latency is
+the time a request spends inside the recording machinery (entering and leaving the ``with``).
+
+    python benchmarks/bench_audit.py [--writers 8] [--seconds 5] [--mode sync|batched|both] [--strict]
+
+Target (DESIGN.md): at least 20,000 durable records/s with 8 writers. ``--strict`` exits 1 below it.
+The machine's fsync latency is printed too: group commit can only share what one fsync costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+TARGET = 20_000
+
+
+def fsync_latency_us(folder: Path, rounds: int = 100) -> float:
+    """Median cost of appending 4 KiB and fdatasync-ing it, on the benchmark's own disk."""
+    path = folder / "fsync.probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    samples = []
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - start) * 1e6)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(samples)
+
+
+def make_project(root: Path) -> str:
+    """A project with one committed version to attribute records to."""
+    os.environ.setdefault("TETHER_AUTHOR", "Bench <bench@example.com>")
+    from tether.project.core import Project
+
+    (root / "prompts").mkdir(parents=True)
+    (root / "prompts" / "system.md").write_text("You are a support assistant.\n", encoding="utf-8")
+    with Project.init(root, name="bench") as project:
+        project.add("prompt", "system", ["prompts/system.md"])
+        return project.commit("bench version").version_id
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run(root: Path, version_id: str, mode: str, writers: int, seconds: float) -> dict[str, float]:
+    from tether.audit import AuditLog
+
+    log = AuditLog.open(root, durability=mode)
+    latencies: list[list[float]] = [[] for _ in range(writers)]
+    counts = [0] * writers
+    stop = threading.Event()
+    ready = threading.Barrier(writers + 1)
+
+    def writer(number: int) -> None:
+        own, sample = latencies[number], 0
+        ready.wait()
+        while not stop.is_set():
+            sample += 1
+            entered = time.perf_counter()
+            with log.record(alias="prod", version_id=version_id, request_id=f"{mode}-{number}-{sample}",
+                            subject=f"customer-{sample % 1000}", attributes={"channel": "chat"}) as rec:
+                inner = time.perf_counter()
+                rec.input("What is the refund window?")
+                rec.output("Refunds are issued within 14 days of purchase.")
+                body = time.perf_counter() - inner
+            own.append((time.perf_counter() - entered - body) * 1e6)
+        counts[number] = sample
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(writers)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    log.flush()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    written_before = log.store.leaf_count()
+    log.close()
+    everything = [value for own in latencies for value in own]
+    return {
+        "records": float(sum(counts)),
+        "per_second": sum(counts) / elapsed,
+        "p50_us": percentile(everything, 0.50),
+        "p99_us": percentile(everything, 0.99),
+        "stored": float(written_before),
+        "cpu_us": cpu / max(1, sum(counts)) * 1e6,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--mode", choices=("sync", "batched", "both"), default="both")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when sync mode is below the target")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tether-bench-audit-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        root = Path(tmp) / "project"
+        version_id = make_project(root)
+        print(f"fsync (4 KiB append + fdatasync) on this disk: {fsync_latency_us(Path(tmp)):.0f} us median")
+        print(f"{'mode':<8} {'writers':>7} {'records':>9} {'records/s':>10} {'added p50':>10} {'added p99':>10} {'CPU/record':>11}")
+        modes = ("sync", "batched") if args.mode == "both" else (args.mode,)
+        verdict = 0
+        for mode in modes:
+            result = run(root, version_id, mode, args.writers, args.seconds)
+            print(f"{mode:<8} {args.writers:>7} {int(result['records']):>9,} {result['per_second']:>10,.0f} "
+                  f"{result['p50_us']:>8.0f}us {result['p99_us']:>8.0f}us {result['cpu_us']:>9.0f}us")
+            if mode == "sync":
+                met = result["per_second"] >= TARGET
+                print(f"         target {TARGET:,} durable records/s: {'met' if met else 'NOT met'}")
+                verdict = 0 if met else 1
+        return verdict if args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.exit(main())

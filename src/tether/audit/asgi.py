@@ -1,0 +1,112 @@
+"""ASGI middleware (FastAPI, Starlette, any ASGI app): one audit record per HTTP request.
+
+```python
+app.add_middleware(AuditMiddleware, log=AuditLog.open("."), target=lambda: tether.resolve("prod"))
+```
+
+The request ID comes from the ``X-Request-ID`` header (one is generated when absent) and is sent
+back on the response. A response with status 500 or more, or an exception, is recorded as an
+error. ``target`` may be a live version or a callable returning one, called per request so an
+alias move shows up at once. The record is written off the event loop (a worker thread), since in
+``sync`` mode it waits for an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from tether.audit.log import _MISSING, AuditLog, _target_fields
+from tether.audit.records import utc_now
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AuditMiddleware:
+    """Records every HTTP request: request ID, subject (from a header, optional), alias, version,
+    latency, status, and the request and response bodies' salted digests when ``bodies`` is on."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        log: AuditLog,
+        target: Any = None,
+        *,
+        alias: str | None = None,
+        version_id: str | None = None,
+        request_id_header: str = "x-request-id",
+        subject_header: str | None = None,
+        bodies: bool = False,
+    ):
+        self.app = app
+        self.log = log
+        self.target = target
+        self.alias = alias
+        self.version_id = version_id
+        self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.subject_header = subject_header.lower().encode("latin-1") if subject_header else None
+        self.bodies = bodies
+        if target is None and (alias is None or version_id is None):
+            raise TypeError("AuditMiddleware: give target= (a live version or a callable returning one), or alias= and version_id=")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.lower(): value for key, value in scope.get("headers", [])}
+        raw_id = headers.get(self.request_id_header)
+        request_id = raw_id.decode("latin-1").strip() if raw_id else str(uuid.uuid4())
+        subject = None
+        if self.subject_header is not None and self.subject_header in headers:
+            subject = headers[self.subject_header].decode("latin-1").strip() or None
+        alias, version_id = _target_fields(self.target, self.alias, self.version_id)
+        started_at = utc_now()
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": None, "request": [], "response": []}
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if self.bodies and message["type"] == "http.request":
+                state["request"].append(message.get("body", b""))
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), (self.request_id_header, request_id.encode("latin-1"))]
+            elif self.bodies and message["type"] == "http.response.body":
+                state["response"].append(message.get("body", b""))
+            await send(message)
+
+        error_type: str | None = None
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            error_type = type(exc).__qualname__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__qualname__}"
+            raise
+        finally:
+            status_code = state["status"]
+            if error_type is None and status_code is not None and status_code >= 500:
+                error_type = f"HTTP {status_code}"
+            attributes: dict[str, Any] = {"http.request.method": scope.get("method", ""), "url.path": scope.get("path", "")}
+            if status_code is not None:
+                attributes["http.response.status_code"] = status_code
+            latency_ms = (time.perf_counter() - started) * 1000
+
+            def write() -> None:
+                self.log.append(
+                    alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
+                    input=b"".join(state["request"]) if self.bodies else _MISSING,
+                    output=b"".join(state["response"]) if self.bodies else _MISSING,
+                    latency_ms=latency_ms, status="error" if error_type else "ok", error_type=error_type, time=started_at,
+                )
+
+            await asyncio.get_running_loop().run_in_executor(None, write)

@@ -1,0 +1,568 @@
+"""Where the audit log lives: a small interface, and the embedded SQLite implementation.
+
+The log is its own database (``.tether/audit.db``), apart from the metadata database, because of
+its write rate: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, one transaction (one
+fsync) per group of records. The tree's leaves, the cached interior nodes, payloads, signed
+checkpoints, purges and exports each have a table; the schema has its own version table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.audit.merkle import leaf_hash
+from tether.audit.records import FIRST_PREV, PendingRecord
+from tether.errors import UsageError
+
+SCHEMA_VERSION = 1
+
+
+class AuditStoreError(UsageError):
+    """The audit database cannot be opened or used (the message names the file)."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message)
+        self.damaged = damaged  # the file exists but is not an intact audit log
+
+
+@dataclass(frozen=True)
+class LeafRow:
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    request_id: str
+    subject: str | None
+    time: str
+    version_id: str | None
+    input_salt: bytes | None
+    output_salt: bytes | None
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    id: int
+    size: int
+    root: bytes
+    note: str
+    time: str
+    previous_size: int | None
+    consistency: list[bytes]  # proof from previous_size to size, as stored when signed
+
+
+@dataclass(frozen=True)
+class PurgeRow:
+    id: int
+    time: str
+    before: str
+    start: int
+    end: int
+    frontier: list[tuple[int, int, bytes]]  # (start, end, hash) of the purged prefix's subtrees
+    checkpoint_size: int
+    record_index: int | None
+
+
+@dataclass(frozen=True)
+class PayloadRow:
+    index: int
+    field: str
+    encoding: str
+    content: bytes
+
+
+class AuditStore(ABC):
+    """What the log needs from a database; the embedded SQLite store is the first backend."""
+
+    @abstractmethod
+    def append(self, batch: Sequence[PendingRecord]) -> None:
+        """Give each record the next leaf index and write all of them (and their kept payloads) in
+        one durable transaction; sets ``index`` on each."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """The number of leaves ever appended (the tree size), purged ones included."""
+
+    @abstractmethod
+    def first_index(self) -> int:
+        """The index of the oldest leaf still stored (after purges)."""
+
+    @abstractmethod
+    def leaf_count(self) -> int:
+        """Stored leaves."""
+
+    @abstractmethod
+    def iter_leaves(self, start: int = 0, end: int | None = None, batch: int = 4096) -> Iterator[LeafRow]:
+        """Stored leaves in index order."""
+
+    @abstractmethod
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """The stored leaf hashes of [start, end) (as written; verify recomputes them)."""
+
+    @abstractmethod
+    def leaves_by_request(self, request_id: str) -> list[LeafRow]: ...
+
+    @abstractmethod
+    def find(
+        self,
+        subject: str | None = None,
+        version_id: str | None = None,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        limit: int | None = None,
+    ) -> list[LeafRow]:
+        """Leaves matching every given condition, oldest first (times as ISO text, end exclusive)."""
+
+    @abstractmethod
+    def get_node(self, level: int, index: int) -> bytes | None: ...
+
+    @abstractmethod
+    def node_count(self, level: int) -> int:
+        """Cached nodes at ``level`` (contiguous from index 0)."""
+
+    @abstractmethod
+    def put_nodes(self, nodes: dict[tuple[int, int], bytes]) -> list[tuple[int, int]]:
+        """Insert cached nodes; returns those already present with a different hash."""
+
+    @abstractmethod
+    def iter_nodes(self, level: int) -> Iterator[tuple[int, bytes]]: ...
+
+    @abstractmethod
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every signed checkpoint, oldest first."""
+
+    @abstractmethod
+    def latest_checkpoint(self) -> CheckpointRow | None: ...
+
+    @abstractmethod
+    def add_checkpoint(self, size: int, root: bytes, note: str, time: str, previous_size: int | None, consistency: list[bytes]) -> None: ...
+
+    @abstractmethod
+    def payloads(self, index: int) -> list[PayloadRow]: ...
+
+    @abstractmethod
+    def iter_payloads(self) -> Iterator[PayloadRow]: ...
+
+    @abstractmethod
+    def erasures(self) -> dict[tuple[int, str], tuple[str, str]]:
+        """(leaf index, field) -> (time, reason) of every erased payload."""
+
+    @abstractmethod
+    def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
+        """Delete a payload's salt and content, keeping a tombstone saying when and why."""
+
+    @abstractmethod
+    def purge_prefix(self, end: int, purge: dict[str, object]) -> None:
+        """Delete leaves, payloads and salts below ``end`` and record the purge (with the frontier)."""
+
+    @abstractmethod
+    def purges(self) -> list[PurgeRow]: ...
+
+    @abstractmethod
+    def add_export(self, time: str, size: int, path: str) -> None: ...
+
+    @abstractmethod
+    def last_export(self) -> tuple[str, int, str] | None: ...
+
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def version_ids(self) -> dict[int, str]: ...
+
+    @abstractmethod
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A write transaction that also keeps appenders out (signing, purging, erasing)."""
+
+    @abstractmethod
+    def integrity_problems(self) -> list[str]:
+        """What the database engine itself finds wrong with its files."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (id INTEGER PRIMARY KEY, version_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS leaves (
+    idx INTEGER PRIMARY KEY,
+    leaf BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    subject TEXT,
+    time TEXT NOT NULL,
+    version_ref INTEGER,
+    input_salt BLOB,
+    output_salt BLOB
+);
+CREATE INDEX IF NOT EXISTS leaves_request ON leaves (request_id);
+CREATE INDEX IF NOT EXISTS leaves_subject ON leaves (subject, time) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leaves_version ON leaves (version_ref, time);
+CREATE INDEX IF NOT EXISTS leaves_time ON leaves (time);
+CREATE TABLE IF NOT EXISTS payloads (
+    idx INTEGER NOT NULL, field TEXT NOT NULL, encoding TEXT NOT NULL, content BLOB NOT NULL,
+    PRIMARY KEY (idx, field)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erasures (
+    idx INTEGER NOT NULL, field TEXT NOT NULL, time TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (idx, field)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+    time TEXT NOT NULL, previous_size INTEGER, consistency TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS purges (
+    id INTEGER PRIMARY KEY, time TEXT NOT NULL, before TEXT NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, frontier TEXT NOT NULL, checkpoint_size INTEGER NOT NULL, record_index INTEGER
+);
+CREATE TABLE IF NOT EXISTS exports (id INTEGER PRIMARY KEY, time TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL);
+"""
+
+_TABLES = ("audit_schema", "meta", "versions", "leaves", "payloads", "erasures", "nodes", "checkpoints", "purges", "exports")
+_LEAF_COLUMNS = "l.idx, l.leaf, l.leaf_hash, l.request_id, l.subject, l.time, v.version_id, l.input_salt, l.output_salt"
+_LEAF_FROM = "leaves l LEFT JOIN versions v ON v.id = l.version_ref"
+
+
+def _row(row: tuple) -> LeafRow:  # type: ignore[type-arg]
+    return LeafRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5], row[6],
+                   bytes(row[7]) if row[7] is not None else None, bytes(row[8]) if row[8] is not None else None)
+
+
+class SQLiteAuditStore(AuditStore):
+    """The embedded store. One connection, guarded by a lock; writers serialize in SQLite itself
+    (``BEGIN IMMEDIATE``), so several processes may append to the same file."""
+
+    def __init__(self, path: Path, create: bool = True, origin: str | None = None):
+        """Open the log at ``path``; a new one is created only when ``create`` (with ``origin``).
+
+        An existing database is never altered to fit: a missing table is reported, not recreated.
+        """
+        self.path = path
+        if not path.exists() and not create:
+            raise AuditStoreError(f"{path}: no audit log yet (nothing was recorded in this project)")
+        self._version_refs: dict[str, int] = {}
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise AuditStoreError(f"{path}: cannot switch the audit log to WAL mode (got {mode})")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute("PRAGMA cache_size = -65536")
+            self._create_if_empty(origin)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise AuditStoreError(f"{path}: cannot open the audit log; the file is damaged or not a database ({exc})", damaged=True) from exc
+
+    def _create_if_empty(self, origin: str | None) -> None:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                tables = self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+                if tables == 0:
+                    for statement in _SCHEMA.split(";"):  # executescript would commit the transaction
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.conn.execute("INSERT INTO audit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+                    if origin is not None:
+                        self.conn.execute("INSERT INTO meta (key, value) VALUES ('origin', ?)", (origin,))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def _check_schema(self) -> None:
+        names = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in _TABLES:
+            if table not in names:
+                raise AuditStoreError(f"{self.path}: table '{table}' is missing: the audit log was damaged (it is never recreated)", damaged=True)
+        row = self.conn.execute("SELECT MAX(version) FROM audit_schema").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise AuditStoreError(f"{self.path}: audit log schema {row[0] if row else None} is not the supported {SCHEMA_VERSION}")
+
+    # ---- appending -----------------------------------------------------------------------------
+    def _version_ref(self, version_id: str) -> int:
+        ref = self._version_refs.get(version_id)
+        if ref is None:
+            self.conn.execute("INSERT OR IGNORE INTO versions (version_id) VALUES (?)", (version_id,))
+            ref = self.conn.execute("SELECT id FROM versions WHERE version_id = ?", (version_id,)).fetchone()[0]
+            self._version_refs[version_id] = ref
+        return ref
+
+    def append(self, batch: Sequence[PendingRecord]) -> None:
+        with self._lock:
+            conn = self.conn
+            own = not conn.in_transaction  # inside exclusive() the caller commits
+            if own:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = conn.execute("SELECT idx, leaf_hash FROM leaves ORDER BY idx DESC LIMIT 1").fetchone()
+                start, prev = (last[0] + 1, bytes(last[1]).hex()) if last else (0, FIRST_PREV)
+                rows = []
+                payload_rows = []
+                for offset, pending in enumerate(batch):
+                    index = start + offset
+                    leaf = pending.leaf(index, prev)
+                    hashed = leaf_hash(leaf)
+                    prev = hashed.hex()
+                    pending.leaf_bytes = leaf
+                    fields = pending.fields
+                    version = fields["version_id"]
+                    rows.append((
+                        index, leaf, hashed, fields["request_id"], fields["subject"], fields["time"],
+                        self._version_ref(version) if version else None,
+                        pending.input.salt if pending.input else None,
+                        pending.output.salt if pending.output else None,
+                    ))
+                    for name, payload in (("input", pending.input), ("output", pending.output)):
+                        if payload is not None and payload.content is not None:
+                            payload_rows.append((index, name, payload.encoding, payload.content))
+                conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                if payload_rows:
+                    conn.executemany("INSERT INTO payloads VALUES (?, ?, ?, ?)", payload_rows)
+                if own:
+                    conn.execute("COMMIT")
+            except BaseException:
+                self._version_refs.clear()
+                if own and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            for offset, pending in enumerate(batch):
+                pending.index = start + offset
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def size(self) -> int:
+        with self._lock:
+            top = self.conn.execute("SELECT MAX(idx) FROM leaves").fetchone()[0]
+            floor = int(self.get_meta("purged_to") or 0)
+        return max(floor, top + 1 if top is not None else 0)
+
+    def first_index(self) -> int:
+        return int(self.get_meta("purged_to") or 0)
+
+    def leaf_count(self) -> int:
+        with self._lock:
+            return self.conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0]
+
+    def iter_leaves(self, start: int = 0, end: int | None = None, batch: int = 4096) -> Iterator[LeafRow]:
+        position = start
+        limit = end if end is not None else 1 << 62
+        while position < limit:
+            with self._lock:
+                rows = self.conn.execute(
+                    f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx LIMIT ?",
+                    (position, limit, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _row(row)
+            position = rows[-1][0] + 1
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        with self._lock:
+            rows = self.conn.execute("SELECT idx, leaf_hash FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)).fetchall()
+        if len(rows) != end - start or (rows and (rows[0][0] != start or rows[-1][0] != end - 1)):
+            from tether.errors import VerificationError
+
+            missing = sorted(set(range(start, end)) - {row[0] for row in rows})
+            raise VerificationError(f"leaf {missing[0] if missing else start}: missing from the audit log (deleted)")
+        return [bytes(row[1]) for row in rows]
+
+    def leaves_by_request(self, request_id: str) -> list[LeafRow]:
+        with self._lock:
+            rows = self.conn.execute(f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.request_id = ? ORDER BY l.idx", (request_id,)).fetchall()
+        return [_row(row) for row in rows]
+
+    def find(
+        self,
+        subject: str | None = None,
+        version_id: str | None = None,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        limit: int | None = None,
+    ) -> list[LeafRow]:
+        where, params = ["l.version_ref IS NOT NULL"], []
+        if subject is not None:
+            where.append("l.subject = ?")
+            params.append(subject)
+        if version_id is not None:
+            with self._lock:
+                ref = self.conn.execute("SELECT id FROM versions WHERE version_id = ?", (version_id,)).fetchone()
+            if ref is None:
+                return []
+            where.append("l.version_ref = ?")
+            params.append(ref[0])
+        if start_time is not None:
+            where.append("l.time >= ?")
+            params.append(start_time)
+        if end_time is not None:
+            where.append("l.time < ?")
+            params.append(end_time)
+        sql = f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE {' AND '.join(where)} ORDER BY l.time, l.idx"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        return [_row(row) for row in rows]
+
+    # ---- tree nodes --------------------------------------------------------------------------------
+    def get_node(self, level: int, index: int) -> bytes | None:
+        with self._lock:
+            row = self.conn.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def node_count(self, level: int) -> int:
+        with self._lock:
+            row = self.conn.execute("SELECT MAX(idx) FROM nodes WHERE level = ?", (level,)).fetchone()
+        return row[0] + 1 if row and row[0] is not None else 0
+
+    def put_nodes(self, nodes: dict[tuple[int, int], bytes]) -> list[tuple[int, int]]:
+        conflicts = []
+        with self._lock:
+            for (level, index), value in nodes.items():
+                existing = self.conn.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+                if existing is None:
+                    self.conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (level, index, value))
+                elif bytes(existing[0]) != value:
+                    conflicts.append((level, index))
+        return conflicts
+
+    def iter_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
+        with self._lock:
+            rows = self.conn.execute("SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,)).fetchall()
+        for index, value in rows:
+            yield index, bytes(value)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    @staticmethod
+    def _checkpoint(row: tuple) -> CheckpointRow:  # type: ignore[type-arg]
+        try:
+            proof = [bytes.fromhex(item) for item in json.loads(row[6])]
+        except (ValueError, TypeError):
+            proof = []
+        return CheckpointRow(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], proof)
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        with self._lock:
+            rows = self.conn.execute("SELECT * FROM checkpoints ORDER BY id").fetchall()
+        return [self._checkpoint(row) for row in rows]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        return self._checkpoint(row) if row else None
+
+    def add_checkpoint(self, size: int, root: bytes, note: str, time: str, previous_size: int | None, consistency: list[bytes]) -> None:
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO checkpoints (size, root, note, time, previous_size, consistency) VALUES (?, ?, ?, ?, ?, ?)",
+                (size, root, note, time, previous_size, json.dumps([item.hex() for item in consistency])),
+            )
+
+    # ---- payloads ------------------------------------------------------------------------------------
+    def payloads(self, index: int) -> list[PayloadRow]:
+        with self._lock:
+            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads WHERE idx = ? ORDER BY field", (index,)).fetchall()
+        return [PayloadRow(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    def iter_payloads(self) -> Iterator[PayloadRow]:
+        with self._lock:
+            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads ORDER BY idx, field").fetchall()
+        for row in rows:
+            yield PayloadRow(row[0], row[1], row[2], bytes(row[3]))
+
+    def erasures(self) -> dict[tuple[int, str], tuple[str, str]]:
+        with self._lock:
+            rows = self.conn.execute("SELECT idx, field, time, reason FROM erasures").fetchall()
+        return {(row[0], row[1]): (row[2], row[3]) for row in rows}
+
+    def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
+        column = {"input": "input_salt", "output": "output_salt"}[field]
+        with self._lock:
+            self.conn.execute("DELETE FROM payloads WHERE idx = ? AND field = ?", (index, field))
+            self.conn.execute(f"UPDATE leaves SET {column} = NULL WHERE idx = ?", (index,))
+            self.conn.execute("INSERT OR REPLACE INTO erasures VALUES (?, ?, ?, ?)", (index, field, time, reason))
+
+    # ---- purges and exports ----------------------------------------------------------------------------
+    def purge_prefix(self, end: int, purge: dict[str, object]) -> None:
+        with self._lock:
+            self.conn.execute("DELETE FROM payloads WHERE idx < ?", (end,))
+            self.conn.execute("DELETE FROM erasures WHERE idx < ?", (end,))
+            self.conn.execute("DELETE FROM leaves WHERE idx < ?", (end,))
+            frontier = json.dumps([[start, stop, value.hex()] for start, stop, value in purge["frontier"]])  # type: ignore[attr-defined]
+            self.conn.execute(
+                'INSERT INTO purges (time, before, start, "end", frontier, checkpoint_size, record_index) VALUES (?, ?, ?, ?, ?, ?, ?)',
+                (purge["time"], purge["before"], purge["start"], end, frontier, purge["checkpoint_size"], purge.get("record_index")),
+            )
+            self.set_meta("purged_to", str(end))
+
+    def purges(self) -> list[PurgeRow]:
+        with self._lock:
+            rows = self.conn.execute('SELECT id, time, before, start, "end", frontier, checkpoint_size, record_index FROM purges ORDER BY id').fetchall()
+        out = []
+        for row in rows:
+            frontier = [(int(a), int(b), bytes.fromhex(c)) for a, b, c in json.loads(row[5])]
+            out.append(PurgeRow(row[0], row[1], row[2], row[3], row[4], frontier, row[6], row[7]))
+        return out
+
+    def add_export(self, time: str, size: int, path: str) -> None:
+        with self._lock:
+            self.conn.execute("INSERT INTO exports (time, size, path) VALUES (?, ?, ?)", (time, size, path))
+
+    def last_export(self) -> tuple[str, int, str] | None:
+        with self._lock:
+            row = self.conn.execute("SELECT time, size, path FROM exports ORDER BY id DESC LIMIT 1").fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    # ---- metadata ----------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def version_ids(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self.conn.execute("SELECT id, version_id FROM versions").fetchall())
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._version_refs.clear()
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def integrity_problems(self) -> list[str]:
+        with self._lock:
+            rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        return [row[0] for row in rows if row[0] != "ok"]
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()

@@ -1,0 +1,320 @@
+"""The gates a promotion must pass, per tier, and the pluggable eval check.
+
+Each gate returns a :class:`GateResult` (passed, failed, or skipped with the reason it does not
+apply), so ``policy check`` can explain what a promotion would need and ``promote`` can record
+what the gates saw as the move's evidence.
+
+The eval gate compares the candidate with the alias's current target through an
+:class:`EvalCheck`: any callable taking an :class:`EvalGateRequest` and returning an
+:class:`EvalVerdict`. The built-in :func:`mean_comparison` compares the metric of the newest
+stored eval run of each version; a statistical engine plugs in through
+``[policy.eval_gate] check = "module:function"``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tether.errors import UsageError, VerificationError
+
+PASSED = "passed"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+@dataclass
+class GateResult:
+    """One gate's verdict on one promotion."""
+
+    gate: str
+    status: str  # passed | failed | skipped
+    detail: str
+    fix: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gate": self.gate, "status": self.status, "detail": self.detail, "fix": self.fix, "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class EvalGateRequest:
+    """What an eval check is asked: may ``candidate`` replace ``baseline`` on ``evalset``?"""
+
+    project: Any
+    candidate: str
+    baseline: str
+    evalset: str
+    metric: str
+    margin: float
+
+
+@dataclass
+class EvalVerdict:
+    """An eval check's answer, with what it compared."""
+
+    passed: bool
+    detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str | None = None
+
+
+class EvalCheck(Protocol):
+    """The eval gate's plug-in point (a plain callable works)."""
+
+    def __call__(self, request: EvalGateRequest) -> EvalVerdict: ...
+
+
+def metric_value(summary: dict[str, Any], metric: str) -> float | None:
+    """A number from an eval run summary; ``metric`` may be a dotted path (``scores.mean``)."""
+    value: Any = summary
+    for part in metric.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def mean_comparison(request: EvalGateRequest) -> EvalVerdict:
+    """The candidate passes unless its metric is below the baseline's by more than the margin.
+
+    Reads the newest stored eval run of each version on the eval set (``tether eval run``).
+    """
+    from tether.meta.lifecycle import lifecycle_repository
+
+    repo = lifecycle_repository(request.project.meta)
+    values: dict[str, float] = {}
+    runs: dict[str, str] = {}
+    for role, version_id in (("candidate", request.candidate), ("baseline", request.baseline)):
+        found = repo.latest_eval_summary(version_id, request.evalset)
+        if found is None:
+            return EvalVerdict(
+                False,
+                f"no eval run of the {role} {version_id[:12]} on evalset '{request.evalset}'",
+                {"evalset": request.evalset},
+                fix=f"tether eval run {version_id[:12]} --evalset {request.evalset}",
+            )
+        run_id, summary = found
+        value = metric_value(summary, request.metric)
+        if value is None:
+            return EvalVerdict(
+                False,
+                f"eval run {run_id[:12]} of the {role} has no numeric metric '{request.metric}'",
+                {"evalset": request.evalset, "run": run_id},
+            )
+        values[role], runs[role] = value, run_id
+    delta = values["candidate"] - values["baseline"]
+    evidence = {
+        "evalset": request.evalset,
+        "metric": request.metric,
+        "margin": request.margin,
+        "candidate": {"run": runs["candidate"], "value": values["candidate"]},
+        "baseline": {"run": runs["baseline"], "value": values["baseline"]},
+        "delta": delta,
+        "method": "mean comparison",
+    }
+    shown = f"{request.metric} {values['candidate']:.4g} vs {values['baseline']:.4g} (delta {delta:+.4g}, margin {request.margin:g})"
+    if delta < -request.margin:
+        return EvalVerdict(False, f"regression beyond the margin: {shown}", evidence)
+    return EvalVerdict(True, shown, evidence)
+
+
+def load_hook(spec: str, root: Path, what: str) -> Callable[..., Any]:
+    """Import ``module:function`` (the project folder is importable, as users expect)."""
+    module_name, _, function_name = spec.partition(":")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"tether.toml: {what}: cannot import '{module_name}' ({exc})") from exc
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UsageError(f"tether.toml: {what}: '{module_name}' has no callable '{function_name}'")
+    return function  # type: ignore[no-any-return]
+
+
+@dataclass
+class GateContext:
+    """Everything the gates look at for one promotion."""
+
+    project: Any
+    repo: Any
+    policy: Any
+    alias: str
+    candidate: str
+    current: str | None  # the alias's current target
+    actor: str
+    reason: str | None
+    now: _dt.datetime
+
+
+def parse_time(text: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def gate_valid(ctx: GateContext) -> GateResult:
+    """Every tier: the manifest, snapshots and objects of the candidate verify."""
+    try:
+        snapshots = ctx.project.version_snapshots(ctx.candidate)
+    except VerificationError as exc:
+        return GateResult("valid", FAILED, str(exc))
+    count = 0
+    for name, snap in sorted(snapshots.items()):
+        for entry in snap.files:
+            count += 1
+            if not ctx.project.store.has(entry.digest):
+                return GateResult("valid", FAILED, f"component {name}: {entry.path}: object {entry.digest[:12]} is missing")
+            if not ctx.project.store.verify(entry.digest):
+                return GateResult("valid", FAILED, f"component {name}: {entry.path}: object {entry.digest[:12]} is corrupted")
+    return GateResult("valid", PASSED, f"manifest, {len(snapshots)} snapshots and {count} objects verify", evidence={"objects": count})
+
+
+def gate_pinned(ctx: GateContext) -> GateResult:
+    """``standard``/``regulated``: no floating model identity on a production alias."""
+    if not ctx.policy.requires_pinned_models:
+        return GateResult("pinned-models", SKIPPED, f"tier '{ctx.policy.tier}' does not require pinned models")
+    if ctx.alias not in ctx.policy.production_aliases:
+        shown = ", ".join(ctx.policy.production_aliases)
+        return GateResult("pinned-models", SKIPPED, f"'{ctx.alias}' is not a production alias ({shown})")
+    from tether.components import get_kind
+
+    floating: list[str] = []
+    for name, snap in sorted(ctx.project.version_snapshots(ctx.candidate).items()):
+        if snap.kind != "model":
+            continue
+        for finding in get_kind("model").check_pinning(name, snap.spec):
+            if finding.level == "floating":
+                floating.append(f"{name}: {finding.message}")
+    if floating:
+        return GateResult(
+            "pinned-models",
+            FAILED,
+            f"floating model identity refused for '{ctx.alias}': {floating[0]}",
+            fix="pin a dated/versioned model ID (or a hub commit hash) and commit a new version",
+            evidence={"floating": floating},
+        )
+    return GateResult("pinned-models", PASSED, "every model identity is pinned")
+
+
+def passing_rehearsal(ctx: GateContext) -> tuple[Any | None, Any | None]:
+    """(a passing rehearsal of the path back that is young enough, the newest passing one of any age)."""
+    limit = _dt.timedelta(days=ctx.policy.rehearsal_max_age_days)
+    newest = None
+    for record in reversed(ctx.repo.rehearsals(ctx.alias)):
+        if record.from_version != ctx.candidate or record.to_version != ctx.current or not record.passed:
+            continue
+        newest = newest or record
+        if ctx.now - parse_time(record.time) <= limit:
+            return record, newest
+    return None, newest
+
+
+def gate_rehearsal(ctx: GateContext) -> GateResult:
+    """``standard``/``regulated``: a passing, recent rehearsal of rolling back from the candidate."""
+    if not ctx.policy.requires_rehearsal:
+        return GateResult("rehearsal", SKIPPED, f"tier '{ctx.policy.tier}' does not require rehearsed rollbacks")
+    if ctx.current is None:
+        return GateResult("rehearsal", SKIPPED, f"first target of '{ctx.alias}': there is nothing to roll back to")
+    fresh, newest = passing_rehearsal(ctx)
+    fix = f"tether rollback {ctx.alias} --rehearse --from {ctx.candidate[:12]}"
+    if fresh is None:
+        if newest is not None:
+            age = (ctx.now - parse_time(newest.time)).total_seconds() / 86400
+            detail = (
+                f"the passing rehearsal of {ctx.alias} {ctx.candidate[:12]} -> {ctx.current[:12]} is {age:.1f} days old "
+                f"(limit {ctx.policy.rehearsal_max_age_days:g} days)"
+            )
+        else:
+            detail = f"no passing rehearsal of rolling {ctx.alias} back from {ctx.candidate[:12]} to {ctx.current[:12]}"
+        return GateResult("rehearsal", FAILED, detail, fix=fix)
+    needs_force = bool(fresh.report.get("needs_force"))
+    detail = f"rehearsal #{fresh.id} at {fresh.time} passed"
+    if needs_force:
+        detail += "; rolling back will need --force --reason (irreversible findings)"
+    return GateResult(
+        "rehearsal",
+        PASSED,
+        detail,
+        evidence={"rehearsal": fresh.id, "time": fresh.time, "needs_force": needs_force},
+    )
+
+
+def gate_eval(ctx: GateContext) -> GateResult:
+    """``standard``/``regulated`` with a declared ``[policy.eval_gate]``: no regression beyond the margin."""
+    config = ctx.policy.eval_gate
+    if not ctx.policy.requires_eval_gate:
+        why = "no [policy.eval_gate] declared" if config is None else f"tier '{ctx.policy.tier}' has no eval gate"
+        return GateResult("eval", SKIPPED, why)
+    if ctx.current is None:
+        return GateResult("eval", SKIPPED, f"first target of '{ctx.alias}': no current version to compare against")
+    manifest = ctx.project.manifest(ctx.candidate)
+    if manifest.kinds.get(config.evalset) != "evalset":
+        return GateResult(
+            "eval",
+            FAILED,
+            f"policy.eval_gate.evalset '{config.evalset}' is not an evalset component of {ctx.candidate[:12]}",
+        )
+    check: EvalCheck = mean_comparison
+    if config.check:
+        check = load_hook(config.check, ctx.project.root, "policy.eval_gate.check")
+    request = EvalGateRequest(ctx.project, ctx.candidate, ctx.current, config.evalset, config.metric, config.margin)
+    verdict = check(request)
+    evidence = {**verdict.evidence, "check": config.check or "mean_comparison"}
+    return GateResult("eval", PASSED if verdict.passed else FAILED, verdict.detail, verdict.fix, evidence)
+
+
+def gate_reason(ctx: GateContext) -> GateResult:
+    """``regulated``: every move says why."""
+    if not ctx.policy.requires_reason:
+        return GateResult("reason", SKIPPED, f"tier '{ctx.policy.tier}' does not require a reason")
+    if not ctx.reason or not ctx.reason.strip():
+        return GateResult("reason", FAILED, "tier 'regulated' requires a reason on every move", fix="add --reason R")
+    return GateResult("reason", PASSED, "reason given")
+
+
+def gate_approval(ctx: GateContext) -> GateResult:
+    """``regulated``: a second person approved this version for this alias."""
+    if not ctx.policy.requires_approval:
+        return GateResult("approval", SKIPPED, f"tier '{ctx.policy.tier}' does not require an approval")
+    approvals = ctx.repo.approvals(ctx.candidate, ctx.alias)
+    others = [item for item in approvals if item.approver != ctx.actor]
+    fix = f"another person runs: tether approve {ctx.candidate[:12]} --for {ctx.alias}"
+    if not others:
+        detail = f"no approval of {ctx.candidate[:12]} for '{ctx.alias}' by someone other than {ctx.actor}"
+        if approvals:
+            detail += " (the promoter cannot approve their own promotion)"
+        return GateResult("approval", FAILED, detail, fix=fix)
+    latest = others[-1]
+    return GateResult(
+        "approval",
+        PASSED,
+        f"approved by {latest.approver} at {latest.time}",
+        evidence={"approval": latest.id, "approver": latest.approver, "time": latest.time},
+    )
+
+
+GATES: tuple[Callable[[GateContext], GateResult], ...] = (
+    gate_valid,
+    gate_pinned,
+    gate_rehearsal,
+    gate_eval,
+    gate_reason,
+    gate_approval,
+)
+
+
+def evaluate_gates(ctx: GateContext) -> list[GateResult]:
+    """Every gate's verdict, in order (all are evaluated, so a report names everything missing)."""
+    return [gate(ctx) for gate in GATES]

@@ -1,0 +1,160 @@
+"""What the project layer adds to the object store: commit/gc exclusion, delta hints, recipe-aware
+gc closure and fsck.
+
+Objects are written before the metadata transaction that makes them reachable, so between the
+two a commit's objects look like garbage. Two guards keep ``gc`` from taking them: a lock file
+in ``.tether/`` that every commit holds *shared* from its first object to its metadata
+transaction and ``gc`` holds *exclusive* (so the two never overlap on one machine), and the grace
+period (objects younger than it are kept, with everything they are assembled from), which also
+covers writers on other machines sharing a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from tether.components import Snapshot
+from tether.errors import CheckFailedError
+from tether.store import ObjectStore, StoreError, StoreHint
+
+LOCK_FILE = "gc.lock"
+#: how long gc waits for in-flight commits before refusing
+GC_WAIT_SECONDS = 30.0
+#: stores at least this large report fsck/gc progress in bytes (a bar on the terminal)
+LARGE_STORE_BYTES = 64 * 1024 * 1024
+
+Progress = Callable[[str, int, int], None]
+
+
+@contextlib.contextmanager
+def _locked(dot: Path, mode: int, wait_seconds: float | None) -> Iterator[None]:
+    dot.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dot / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if wait_seconds is None:
+            fcntl.flock(fd, mode)
+        else:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CheckFailedError(
+                            f"gc: a commit is in flight in {dot.parent} (lock {dot / LOCK_FILE} is held); "
+                            "nothing was removed, run gc again when it has finished"
+                        ) from None
+                    time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def commit_lock(dot: Path) -> contextlib.AbstractContextManager[None]:
+    """Held (shared) by a commit from its first stored object until its version is recorded."""
+    return _locked(dot, fcntl.LOCK_SH, None)
+
+
+def gc_lock(dot: Path, wait_seconds: float = GC_WAIT_SECONDS) -> contextlib.AbstractContextManager[None]:
+    """Held (exclusive) by gc: waits for in-flight commits, then refuses with exit 1."""
+    return _locked(dot, fcntl.LOCK_EX, wait_seconds)
+
+
+def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> dict[str, StoreHint]:
+    """Per file digest: the parent version's file at the same path (a delta base candidate), the
+    tensor digests the snapshot already computed, and the path for warnings."""
+    previous = {entry.path: entry.digest for snap in parent.values() for entry in snap.files}
+    hints: dict[str, StoreHint] = {}
+    for snap in snapshots.values():
+        tables = snap.meta.get("safetensors") if isinstance(snap.meta, dict) else None
+        for entry in snap.files:
+            table = tables.get(entry.path) if isinstance(tables, dict) else None
+            tensors = table.get("tensors") if isinstance(table, dict) else None
+            old = previous.get(entry.path)
+            hints[entry.digest] = StoreHint(
+                previous=old if old != entry.digest else None,
+                tensors=tensors if isinstance(tensors, dict) else None,
+                label=entry.path,
+            )
+    return hints
+
+
+def keep_closure(store: ObjectStore, roots: Iterable[str], grace_seconds: float) -> set[str]:
+    """Every object gc must keep: the roots, every object younger than the grace period (a commit
+    in flight elsewhere may need it), and everything those are assembled from."""
+    keep = set(roots)
+    for digest in store.iter_digests():
+        if digest not in keep:
+            with contextlib.suppress(StoreError):
+                if store.age_seconds(digest) < grace_seconds:
+                    keep.add(digest)
+    pending = list(keep)
+    while pending:
+        digest = pending.pop()
+        try:
+            parts = store.parts(digest)
+        except StoreError:
+            continue  # a broken recipe: fsck names it; its parts age out like any garbage
+        for part in parts:
+            if part not in keep:
+                keep.add(part)
+                pending.append(part)
+    return keep
+
+
+def verify_store(
+    store: ObjectStore, needed: dict[str, str], progress: Progress | None = None
+) -> tuple[int, list[str]]:
+    """Re-hash every stored object (a file stored in parts is rebuilt and checked whole, after its
+    parts were checked one by one); name every corrupt or missing object and who needs it.
+
+    Returns (objects stored, problems). Progress is reported in bytes for large stores.
+    """
+    stored = list(store.iter_digests())
+    stored_set = set(stored)
+    problems: list[str] = []
+    sizes: dict[str, int] = {}
+    for digest in stored:
+        try:
+            sizes[digest] = store.size(digest)
+        except StoreError:
+            sizes[digest] = 0
+    total = sum(sizes.values())
+    by_bytes = total >= LARGE_STORE_BYTES
+    done = 0
+    users: dict[str, str] = {}
+    for digest in stored:
+        try:
+            for part in store.parts(digest):
+                users.setdefault(part, f"part of {digest[:12]}" + (f", {needed[digest]}" if digest in needed else ""))
+        except StoreError:
+            continue  # a recipe that does not parse: verify below names it
+    for index, digest in enumerate(stored, start=1):
+        owner = needed.get(digest) or users.get(digest)
+        where = f" (needed by {owner})" if owner else ""
+        try:
+            ok = store.verify(digest)
+        except StoreError as exc:
+            problems.append(f"object {digest}: {exc}{where}")
+        else:
+            if not ok:
+                problems.append(f"object {digest}: content does not hash to its name{where}")
+        done += sizes.get(digest, 0)
+        if progress:
+            if by_bytes:
+                progress("verifying objects (bytes)", done, total)
+            else:
+                progress("verifying objects", index, len(stored))
+    wanted = dict(needed)
+    for part, user in users.items():
+        wanted.setdefault(part, user)
+    for digest, owner in wanted.items():
+        if digest not in stored_set:
+            problems.append(f"object {digest}: missing (needed by {owner})")
+    return len(stored), problems

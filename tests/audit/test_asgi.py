@@ -1,0 +1,73 @@
+"""The ASGI middleware records every request, with Starlette's TestClient."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its test client; httpx still works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from tests.audit.conftest import AuditProject
+from tether.audit import AuditLog
+from tether.audit.asgi import AuditMiddleware
+
+
+class Live:
+    def __init__(self, alias: str, version_id: str):
+        self.alias, self.version_id = alias, version_id
+
+
+def make_app(log: AuditLog, target: object, **options: object) -> Starlette:
+    async def answer(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"answer": f"about {body['question']}"})
+
+    async def broken(request: Request) -> PlainTextResponse:
+        raise RuntimeError("model down")
+
+    async def unavailable(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("busy", status_code=503)
+
+    app = Starlette(routes=[Route("/answer", answer, methods=["POST"]), Route("/broken", broken), Route("/busy", unavailable)])
+    app.add_middleware(AuditMiddleware, log=log, target=target, **options)
+    return app
+
+
+def test_every_request_is_recorded_with_its_request_id(audit_project: AuditProject) -> None:
+    live = Live("prod", audit_project.v1)
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        client = TestClient(make_app(log, lambda: live, subject_header="x-customer-id", bodies=True), raise_server_exceptions=False)
+        response = client.post("/answer", json={"question": "refunds"}, headers={"X-Request-ID": "req-1", "X-Customer-ID": "42"})
+        assert response.status_code == 200 and response.headers["x-request-id"] == "req-1"
+        generated = client.get("/busy").headers["x-request-id"]
+        assert client.get("/broken").status_code == 500
+        live.version_id = audit_project.v2  # an alias move shows up on the next request
+        client.post("/answer", json={"question": "invoices"}, headers={"X-Request-ID": "req-2"})
+        first = log.query(request_id="req-1")[0]
+        busy = log.query(request_id=generated)[0]
+        records = log.query()
+    assert (first.subject, first.alias, first.version_id, first.status) == ("42", "prod", audit_project.v1, "ok")
+    assert first.attributes == {"http.request.method": "POST", "url.path": "/answer", "http.response.status_code": 200}
+    assert first.input_digest and first.output_digest
+    assert (busy.status, busy.error_type) == ("error", "HTTP 503")
+    broken = next(record for record in records if record.attributes["url.path"] == "/broken")
+    assert broken.status == "error" and broken.error_type == "RuntimeError"
+    assert [record.version_id for record in records if record.request_id == "req-2"] == [audit_project.v2]
+    assert len(records) == 4
+
+
+def test_explicit_alias_and_version_and_no_bodies_by_default(audit_project: AuditProject) -> None:
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        client = TestClient(make_app(log, None, alias="prod", version_id=audit_project.v1))
+        client.post("/answer", json={"question": "x"})
+        record = log.query()[0]
+    assert record.input_digest is None and record.output_digest is None
+    with pytest.raises(TypeError, match="target="):
+        AuditMiddleware(lambda *a: None, log=log)  # type: ignore[arg-type]

@@ -1,0 +1,297 @@
+"""Every promotion gate, each with a test that fails when the gate is removed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.lifecycle.conftest import DeployProject
+from tether.errors import UsageError
+from tether.ids import canonical_bytes, digest_bytes
+from tether.lifecycle.gates import EvalGateRequest, mean_comparison, metric_value
+from tether.lifecycle.policy import validate_section
+from tether.meta.lifecycle import lifecycle_repository
+from tether.project.core import Project
+
+
+def corrupt_object(root: Path, digest: str) -> None:
+    path = root / ".tether" / "objects" / digest[:2] / digest[2:]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def prompt_digest(root: Path, version_id: str) -> str:
+    with Project.open(root) as project:
+        return project.version_snapshots(version_id)["system"].files[0].digest
+
+
+# ---- valid ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tier", ["lite", "standard"])
+def test_valid_gate_refuses_a_version_whose_content_does_not_verify(make_deploy: Callable[[str], DeployProject], tier: str) -> None:
+    deploy = make_deploy(tier)
+    v1 = deploy.prompt_version("unique prompt for the valid gate\n")
+    corrupt_object(deploy.root, prompt_digest(deploy.root, v1))
+    result = deploy.run("promote", v1, "--to", "prod", code=1)
+    assert "refused by the valid gate" in result.stderr and "corrupted" in result.stderr
+    assert "no such alias" in deploy.run("history", "prod", code=2).stderr
+
+
+def test_lite_needs_nothing_beyond_a_valid_version(make_deploy: Callable[[str], DeployProject]) -> None:
+    deploy = make_deploy("lite")
+    deploy.run("add", "model", "chat", "--set", "provider=openai", "--set", "id=gpt-4o")  # floating: a warning in lite
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    deploy.run("promote", v1, "--to", "prod")
+    moved = deploy.json("promote", v2, "--to", "prod")  # no rehearsal, floating model: fine in lite
+    statuses = {gate["gate"]: gate["status"] for gate in moved["gates"]}
+    assert statuses == {
+        "valid": "passed",
+        "pinned-models": "skipped",
+        "rehearsal": "skipped",
+        "eval": "skipped",
+        "reason": "skipped",
+        "approval": "skipped",
+    }
+
+
+# ---- pinned models -----------------------------------------------------------------------------------
+def test_floating_model_is_refused_for_prod_in_standard(deploy: DeployProject) -> None:
+    deploy.run("add", "model", "chat", "--set", "provider=openai", "--set", "id=gpt-4o")
+    v1 = deploy.commit("v1 with a floating model")
+    result = deploy.run("promote", v1, "--to", "prod", code=1)
+    assert "refused by the pinned-models gate" in result.stderr and "gpt-4o" in result.stderr
+    deploy.run("promote", v1, "--to", "staging")  # not a production alias
+    report = deploy.json("policy", "check", v1, "--to", "prod", code=1)
+    assert report["missing"] == ["pinned-models"]
+
+
+def test_production_aliases_are_configurable(deploy: DeployProject) -> None:
+    deploy.add_policy('production_aliases = ["prod", "prod-eu"]')
+    deploy.run("add", "model", "chat", "--set", "provider=openai", "--set", "id=gpt-4o")
+    v1 = deploy.commit("v1")
+    assert "pinned-models gate" in deploy.run("promote", v1, "--to", "prod-eu", code=1).stderr
+
+
+# ---- rehearsal ---------------------------------------------------------------------------------------
+def test_promote_without_a_rehearsed_path_back_is_refused(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    deploy.run("promote", v1, "--to", "prod")
+    result = deploy.run("promote", v2, "--to", "prod", code=1)
+    assert "refused by the rehearsal gate" in result.stderr
+    assert f"tether rollback prod --rehearse --from {v2[:12]}" in result.stderr
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)
+    moved = deploy.json("promote", v2, "--to", "prod")
+    rehearsal = next(gate for gate in moved["gates"] if gate["gate"] == "rehearsal")
+    assert rehearsal["status"] == "passed" and rehearsal["evidence"]["rehearsal"] >= 1
+
+
+def test_a_rehearsal_of_another_path_or_a_failed_one_does_not_count(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    v3 = deploy.prompt_version("v3\n")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.run("rollback", "prod", "--rehearse", "--from", v3)  # v3 -> v1, not v2 -> v1
+    assert "rehearsal gate" in deploy.run("promote", v2, "--to", "prod", code=1).stderr
+    with Project.open(deploy.root) as project:
+        lifecycle_repository(project.meta).add_rehearsal("prod", v2, v1, "x", _ago(0), False, {"steps": []})
+    assert "rehearsal gate" in deploy.run("promote", v2, "--to", "prod", code=1).stderr
+
+
+def _ago(days: float) -> str:
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def test_a_rehearsal_older_than_the_tier_limit_no_longer_counts(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    deploy.run("promote", v1, "--to", "prod")
+    with Project.open(deploy.root) as project:
+        lifecycle_repository(project.meta).add_rehearsal("prod", v2, v1, "x", _ago(31), True, {"steps": []})
+    result = deploy.run("promote", v2, "--to", "prod", code=1)
+    assert "31.0 days old (limit 30 days)" in result.stderr
+    deploy.add_policy("rehearsal_max_age_days = 45")
+    deploy.run("promote", v2, "--to", "prod")
+
+
+# ---- eval gate ---------------------------------------------------------------------------------------
+def _store_eval_run(root: Path, version_id: str, evalset: str, summary: dict) -> str:  # type: ignore[type-arg]
+    from tether.meta.sql import EVAL_RUNS
+
+    run_id = digest_bytes(canonical_bytes({"version": version_id, "summary": summary}))
+    with Project.open(root) as project, project.meta.transaction(write=True) as connection:  # type: ignore[attr-defined]
+        connection.execute(
+            EVAL_RUNS.insert().values(
+                run_id=run_id,
+                version_id=version_id,
+                evalset=evalset,
+                evalset_snapshot="0" * 64,
+                created_at=_ago(0),
+                environment=None,
+                body="0" * 64,
+                summary=canonical_bytes(summary),
+            )
+        )
+    return run_id
+
+
+def _eval_project(deploy: DeployProject, gate: str) -> tuple[str, str]:
+    deploy.write("evals/cases.jsonl", '{"id": "a", "input": "hi", "expected": "hello"}\n')
+    deploy.run("add", "evalset", "evals", "evals/cases.jsonl")
+    deploy.add_policy("[policy.eval_gate]\n" + gate)
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)
+    return v1, v2
+
+
+def test_eval_gate_refuses_a_regression_beyond_the_margin(deploy: DeployProject) -> None:
+    v1, v2 = _eval_project(deploy, 'evalset = "evals"\nmargin = 0.05')
+    missing = deploy.run("promote", v2, "--to", "prod", code=1).stderr
+    assert "refused by the eval gate" in missing and f"tether eval run {v2[:12]} --evalset evals" in missing
+    _store_eval_run(deploy.root, v1, "evals", {"mean_score": 0.90})
+    _store_eval_run(deploy.root, v2, "evals", {"mean_score": 0.80})
+    result = deploy.run("promote", v2, "--to", "prod", code=1)
+    assert "regression beyond the margin" in result.stderr and "margin 0.05" in result.stderr
+    _store_eval_run(deploy.root, v2, "evals", {"mean_score": 0.87, "rerun": True})  # newer run, within the margin
+    moved = deploy.json("promote", v2, "--to", "prod")
+    evidence = next(gate for gate in moved["gates"] if gate["gate"] == "eval")["evidence"]
+    assert evidence["candidate"]["value"] == 0.87 and evidence["baseline"]["value"] == 0.90
+    assert evidence["check"] == "mean_comparison"
+
+
+def test_eval_gate_check_is_pluggable(deploy: DeployProject) -> None:
+    deploy.write(
+        "fake_gate_check.py",
+        "from tether.lifecycle.gates import EvalVerdict\n"
+        "CALLS = []\n"
+        "def check(request):\n"
+        "    CALLS.append(request)\n"
+        "    return EvalVerdict(False, f'fake engine says no to {request.candidate[:6]} on {request.evalset}', {'p': 0.01})\n",
+    )
+    _v1, v2 = _eval_project(deploy, 'evalset = "evals"\ncheck = "fake_gate_check:check"')
+    result = deploy.run("promote", v2, "--to", "prod", code=1)
+    assert f"fake engine says no to {v2[:6]} on evals" in result.stderr
+    report = deploy.json("policy", "check", v2, "--to", "prod", code=1)
+    gate = next(item for item in report["gates"] if item["gate"] == "eval")
+    assert gate["evidence"] == {"p": 0.01, "check": "fake_gate_check:check"}
+
+
+def test_eval_gate_errors(deploy: DeployProject) -> None:
+    _v1, v2 = _eval_project(deploy, 'evalset = "nope"\ncheck = "no_such_module_xyz:check"')
+    assert "not an evalset component" in deploy.run("promote", v2, "--to", "prod", code=1).stderr
+
+
+def test_eval_gate_unimportable_check_is_a_usage_error(deploy: DeployProject) -> None:
+    _v1, v2 = _eval_project(deploy, 'evalset = "evals"\ncheck = "no_such_module_xyz:check"')
+    result = deploy.run("promote", v2, "--to", "prod", code=2)
+    assert "policy.eval_gate.check: cannot import 'no_such_module_xyz'" in result.stderr
+
+
+def test_mean_comparison_and_metric_paths(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    _store_eval_run(deploy.root, v1, "evals", {"scores": {"mean": 0.5}})
+    _store_eval_run(deploy.root, v2, "evals", {"scores": {"mean": 0.45}})
+    with Project.open(deploy.root) as project:
+        ok = mean_comparison(EvalGateRequest(project, v2, v1, "evals", "scores.mean", 0.05))
+        bad = mean_comparison(EvalGateRequest(project, v2, v1, "evals", "scores.mean", 0.01))
+        absent = mean_comparison(EvalGateRequest(project, v2, v1, "evals", "accuracy", 0.01))
+    assert ok.passed and ok.evidence["delta"] == pytest.approx(-0.05)
+    assert not bad.passed and "regression" in bad.detail
+    assert not absent.passed and "no numeric metric 'accuracy'" in absent.detail
+    assert metric_value({"a": {"b": True}}, "a.b") is None
+
+
+# ---- reason and approval (regulated) ------------------------------------------------------------------
+def test_regulated_requires_a_reason_on_every_move(make_deploy: Callable[[str], DeployProject], monkeypatch: pytest.MonkeyPatch) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+    deploy.run("approve", v1, "--for", "prod")
+    monkeypatch.setenv("TETHER_AUTHOR", "Test Author <test@example.com>")
+    assert "refused by the reason gate" in deploy.run("promote", v1, "--to", "prod", code=1).stderr
+    deploy.run("promote", v1, "--to", "prod", "--reason", "launch")
+    v2 = deploy.prompt_version("v2\n")
+    v1_again = deploy.json("show", "prod")["version_id"]
+    assert v1_again == v1
+    monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+    deploy.run("approve", v2, "--for", "prod")
+    monkeypatch.setenv("TETHER_AUTHOR", "Test Author <test@example.com>")
+    deploy.rehearse_and_promote(v2, "prod", "--reason", "v2")
+    assert "requires a reason" in deploy.run("rollback", "prod", code=1).stderr
+    deploy.run("rollback", "prod", "--reason", "incident 12")
+
+
+def test_regulated_requires_a_second_persons_approval(make_deploy: Callable[[str], DeployProject], monkeypatch: pytest.MonkeyPatch) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    result = deploy.run("promote", v1, "--to", "prod", "--reason", "launch", code=1)
+    assert "refused by the approval gate" in result.stderr and f"tether approve {v1[:12]} --for prod" in result.stderr
+    deploy.run("approve", v1, "--for", "prod")  # the promoter approving their own promotion does not count
+    result = deploy.run("promote", v1, "--to", "prod", "--reason", "launch", code=1)
+    assert "cannot approve their own promotion" in result.stderr
+    monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+    deploy.run("approve", v1, "--for", "staging")  # another alias does not count either
+    assert "approval gate" in _promote_as_author(deploy, monkeypatch, v1, code=1).stderr
+    approval = deploy.json("approve", v1, "--for", "prod", "--reason", "reviewed the diff")
+    assert approval["approver"] == "Rita Reviewer <rita@example.com>"
+    moved = json.loads(_promote_as_author(deploy, monkeypatch, v1, code=0, as_json=True).stdout)
+    gate = next(item for item in moved["gates"] if item["gate"] == "approval")
+    assert gate["status"] == "passed" and gate["evidence"]["approver"] == "Rita Reviewer <rita@example.com>"
+
+
+def _promote_as_author(deploy: DeployProject, monkeypatch: pytest.MonkeyPatch, ref: str, code: int, as_json: bool = False):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TETHER_AUTHOR", "Test Author <test@example.com>")
+    try:
+        return deploy.run("promote", ref, "--to", "prod", "--reason", "launch", *(["--json"] if as_json else []), code=code)
+    finally:
+        monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+
+
+def test_policy_check_explains_what_is_missing(make_deploy: Callable[[str], DeployProject]) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    result = deploy.run("policy", "check", v1, code=1)
+    assert "tier regulated" in result.stdout
+    assert "ready: no (missing: reason, approval)" in result.stdout
+    assert "fix: another person runs: tether approve" in result.stdout
+    report = deploy.json("policy", "check", v1, "--reason", "launch", code=1)
+    assert report["missing"] == ["approval"] and report["policy"]["rollback_window"] == 10
+    assert deploy.run("history", "prod", code=2)  # policy check moved nothing
+
+
+# ---- the [policy] table ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"bogus": 1}, "policy.bogus: unknown key"),
+        ({"rollback_window": 0}, "policy.rollback_window: expected a whole number"),
+        ({"rollback_window": True}, "policy.rollback_window: expected a whole number"),
+        ({"rehearsal_max_age_days": 0}, "policy.rehearsal_max_age_days: expected a number of days"),
+        ({"refresh_seconds": -1}, "policy.refresh_seconds: expected a number of seconds"),
+        ({"pinned_packages": "torch"}, "policy.pinned_packages: expected a list of package names"),
+        ({"retired_models": ["gpt-4"]}, "policy.retired_models: 'gpt-4': expected 'provider:id'"),
+        ({"smoke": "not a callable"}, "policy.smoke: expected 'module:function'"),
+        ({"eval_gate": {"metric": "x"}}, "policy.eval_gate: missing 'evalset'"),
+        ({"eval_gate": {"evalset": "e", "margin": -1}}, "policy.eval_gate.margin: expected a number >= 0"),
+        ({"eval_gate": {"evalset": "e", "runner": "x:y"}}, "policy.eval_gate.runner: unknown key"),
+    ],
+)
+def test_policy_table_is_strict(table: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("'", "'")):
+        validate_section(table, Path("tether.toml"))
+
+
+def test_a_bad_policy_table_is_exit_2_naming_the_key(deploy: DeployProject) -> None:
+    deploy.add_policy("rollback_widow = 3")
+    result = deploy.run("history", "prod", code=2)
+    assert "tether.toml: policy.rollback_widow: unknown key" in result.stderr

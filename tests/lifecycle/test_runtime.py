@@ -1,0 +1,213 @@
+"""``tether.resolve`` and ``LiveVersion``: accessors, refresh, verification, and ``guard``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import tether
+from tests.lifecycle.conftest import DeployProject
+from tests.lifecycle.test_gates import corrupt_object, prompt_digest
+from tether.errors import DriftError, ReferenceNotFoundError, UsageError, VerificationError
+from tether.lifecycle import runtime
+
+
+def _full_project(deploy: DeployProject) -> str:
+    deploy.write("kb/refunds.md", "# Refunds\nWithin 14 days.\n")
+    deploy.write("models/tiny/weights.bin", b"\x00\x01\x02\x03" * 64)
+    deploy.run("add", "index", "kb", "kb/**/*.md", "--set", "embedding_model=sentence-transformers/all-MiniLM-L6-v2",
+               "--set", "chunking.size=256")
+    deploy.run("add", "model", "encoder", "models/tiny/")
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    return v1
+
+
+def test_resolve_serves_every_component_from_verified_materialized_files(deploy: DeployProject) -> None:
+    v1 = _full_project(deploy)
+    live = tether.resolve("prod", project_dir=deploy.root)
+    assert live.alias == "prod" and live.version_id == v1
+    assert live.prompt("system") == "You are helpful.\n"
+    assert live.config("generation") == {"temperature": 0.2, "max_tokens": 256}
+    llm = live.model("llm")
+    assert (llm.provider, llm.id, llm.form, llm.path) == ("openai", "gpt-4o-2024-08-06", "hosted", None)
+    encoder = live.model("encoder")
+    assert encoder.form == "weights" and encoder.path is not None and (encoder.path / "weights.bin").read_bytes()[:4] == b"\x00\x01\x02\x03"
+    assert [tool["function"]["name"] for tool in live.tools()] == ["search_kb"]
+    index = live.index("kb")
+    assert index.embedding_model.endswith("all-MiniLM-L6-v2") and index.chunking == {"size": 256}
+    assert [path.read_text() for path in index.documents] == ["# Refunds\nWithin 14 days.\n"]
+    assert live.root == deploy.root / ".tether" / "live" / v1
+    assert live.path("system").read_text() == "You are helpful.\n"
+    assert tether.resolve("prod", project_dir=deploy.root) is live  # cached in process
+
+
+def test_accessor_errors_name_the_component(deploy: DeployProject) -> None:
+    _full_project(deploy)
+    live = tether.resolve("prod", project_dir=deploy.root)
+    with pytest.raises(UsageError, match="name the model component"):
+        live.model()
+    with pytest.raises(UsageError, match="no component 'nope'"):
+        live.prompt("nope")
+    with pytest.raises(UsageError, match="'generation' is a config, not a prompt"):
+        live.prompt("generation")
+    with pytest.raises(ReferenceNotFoundError):
+        tether.resolve("canary", project_dir=deploy.root)
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_resolve_picks_up_an_alias_move_within_the_interval(deploy: DeployProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(runtime, "time", clock)
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("You are brief.\n")
+    deploy.run("promote", v1, "--to", "prod")
+    assert tether.resolve("prod", project_dir=deploy.root).version_id == v1
+    deploy.rehearse_and_promote(v2)
+    clock.now += 4.9
+    assert tether.resolve("prod", project_dir=deploy.root).version_id == v1  # cached until the interval ends
+    clock.now += 0.2
+    live = tether.resolve("prod", project_dir=deploy.root)
+    assert live.version_id == v2 and live.prompt("system") == "You are brief.\n"
+    deploy.run("rollback", "prod")
+    clock.now += 5.1
+    assert tether.resolve("prod", project_dir=deploy.root).version_id == v1
+    clock.now += 5.1
+    assert tether.resolve("prod", project_dir=deploy.root).version_id == v1  # unchanged alias: the same object
+
+
+def test_a_custom_interval_picks_up_a_move_in_real_time(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("You are brief.\n")
+    deploy.run("promote", v1, "--to", "prod")
+    assert tether.resolve("prod", project_dir=deploy.root, refresh_seconds=0.1).version_id == v1
+    deploy.rehearse_and_promote(v2)
+    time.sleep(0.15)
+    assert tether.resolve("prod", project_dir=deploy.root, refresh_seconds=0.1).version_id == v2
+
+
+def test_refresh_interval_defaults_to_five_seconds_and_comes_from_policy(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    before = time.monotonic()
+    tether.resolve("prod", project_dir=deploy.root)
+    (entry,) = runtime._CACHE.values()
+    assert 4.5 < entry.deadline - before <= 5.5
+    runtime.clear_cache()
+    deploy.add_policy("refresh_seconds = 0.5")
+    before = time.monotonic()
+    tether.resolve("prod", project_dir=deploy.root)
+    (entry,) = runtime._CACHE.values()
+    assert entry.deadline - before <= 1.0
+
+
+def test_resolve_other_references(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    live = tether.resolve("main", project_dir=deploy.root)
+    assert live.alias is None and live.version_id == v1 and live.ref == "main"
+    assert tether.resolve(v1[:10], project_dir=deploy.root).version_id == v1
+
+
+def test_unverifiable_content_is_never_served(deploy: DeployProject) -> None:
+    v1 = deploy.prompt_version("the only copy of this prompt\n")
+    deploy.run("promote", v1, "--to", "prod")
+    corrupt_object(deploy.root, prompt_digest(deploy.root, v1))
+    with pytest.raises(VerificationError, match="corrupted"):
+        tether.resolve("prod", project_dir=deploy.root)
+    assert not (deploy.root / ".tether" / "live" / v1).exists()
+
+
+def test_a_tampered_materialized_copy_is_refused_on_load(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    (live.root / "prompts" / "system.md").write_text("You are evil.\n")
+    runtime.clear_cache()  # a new process
+    with pytest.raises(VerificationError, match="materialized copy does not match its digest"):
+        tether.resolve("prod", project_dir=deploy.root)
+
+
+# ---- guard -----------------------------------------------------------------------------------------
+def test_guard_passes_when_the_application_matches(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    live.prompt("system")
+    report = live.guard()
+    assert not report.drifted and "system" in report.checked and report.to_json()["drifted"] is False
+
+
+def test_guard_catches_a_prompt_edited_in_place(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.write("prompts/system.md", "You are helpful. Also, ignore all refund limits.\n")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    with pytest.raises(DriftError, match=r"system \(prompts/system.md: content differs\)") as caught:
+        live.guard()
+    assert list(caught.value.report.components) == ["system"]  # type: ignore[attr-defined]
+    assert isinstance(caught.value, DriftError)
+
+
+def test_guard_catches_a_changed_declaration_and_a_tampered_served_file(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.write("tether.toml", deploy.read("tether.toml").replace("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"))
+    live = tether.resolve("prod", project_dir=deploy.root)
+    live.prompt("system")
+    (live.root / "prompts" / "system.md").write_text("tampered after verification\n")
+    with pytest.raises(DriftError) as caught:
+        live.guard(environment=False)
+    message = str(caught.value)
+    assert "llm (declaration in tether.toml differs from the version)" in message
+    assert "system (prompts/system.md: served copy changed after verification)" in message
+
+
+def test_guard_skips_components_the_application_keeps_no_copy_of(deploy: DeployProject, tmp_path: Path) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    elsewhere = tmp_path / "server"
+    elsewhere.mkdir()
+    report = tether.resolve("prod", project_dir=deploy.root).guard(root=elsewhere, environment=False)
+    assert sorted(report.skipped) == ["generation", "system", "tools"] and not report.drifted
+
+
+def test_guard_holds_pinned_packages_and_the_accelerator_to_the_version(deploy: DeployProject) -> None:
+    deploy.add_policy('pinned_packages = ["PyYAML", "SQLAlchemy"]')
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    assert live.pinned_packages == ("PyYAML", "SQLAlchemy")
+    assert not live.guard().drifted  # the same interpreter committed it
+    assert live.environment is not None
+    live.environment["packages"]["pyyaml"] = "0.0.1"
+    live.environment["accelerator"] = {"present": True, "vendor": "nvidia", "driver": "550.54.14"}
+    with pytest.raises(DriftError) as caught:
+        live.guard()
+    message = str(caught.value)
+    assert "package pyyaml: 0.0.1 in the version" in message
+    assert "accelerator present: True in the version, False running" in message
+    assert "sqlalchemy" not in message
+
+
+def test_warm_resolve_is_far_under_a_millisecond(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    tether.resolve("prod", project_dir=deploy.root)
+    samples = []
+    for _ in range(2000):
+        started = time.perf_counter()
+        tether.resolve("prod", project_dir=deploy.root)
+        samples.append(time.perf_counter() - started)
+    samples.sort()
+    assert samples[int(len(samples) * 0.99)] < 0.001

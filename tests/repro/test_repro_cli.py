@@ -1,0 +1,221 @@
+"""``tether eval run|compare|list`` and ``tether repro check`` end to end on the seeded toy model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tests.conftest import ProjectDir
+from tests.repro.conftest import TOY_EVALS, run_json, toy_cases
+
+
+def test_same_model_other_seed_reproduces_behaviorally_not_bitwise(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(300, 0.99, 0.02))
+    baseline = run_json(project, "eval", "run", "HEAD", "--repeat", "3", "--seed", "1")
+    assert baseline["summary"]["cases"] == 300 and baseline["summary"]["calls"] == 900
+    assert baseline["summary"]["parallel"] == 4  # the toy runner allows 4 threads
+
+    result = project.run("repro", "check", "HEAD", "--seed", "2", code=0)
+    assert "behavioral         REPRODUCED" in result.stdout
+    report = run_json(project, "repro", "check", "HEAD", "--baseline", baseline["run_id"][:8], "--seed", "3")
+    assert report["verdict"] == "REPRODUCED"
+    assert report["baseline"] == baseline["run_id"]
+    assert report["bitwise"]["share"] < 0.05  # phrasing is sampled: outputs rarely match byte for byte
+    assert report["fixed_environment"]["status"] == "NOT APPLICABLE"
+    assert report["fixed_environment"]["same_fingerprint"] is True
+    behavioral = report["behavioral"]
+    assert behavioral["sample_size"]["guard_met"] is True
+    assert behavioral["ci95"]["low"] < 0 < behavioral["ci95"]["high"]
+    assert report["environment_differences"][0]["cause"] == "seeds"
+
+
+def test_same_seed_same_environment_is_bitwise_and_fixed_environment_reproduced(
+    toy_project: Callable[..., ProjectDir],
+) -> None:
+    project = toy_project(toy_cases(300, 0.99, 0.02))
+    project.run("eval", "run", "HEAD", "--repeat", "2", "--seed", "5")
+    report = run_json(project, "repro", "check", "HEAD")  # defaults: the baseline's seed and repeats
+    assert report["bitwise"]["share"] == 1.0
+    assert report["fixed_environment"]["status"] == "REPRODUCED"
+    assert report["verdict"] == "REPRODUCED"
+    assert report["environment_differences"] == []
+
+
+def test_ten_point_drop_on_300_cases_is_not_reproduced(toy_project: Callable[..., ProjectDir], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    project = toy_project(toy_cases(300, 0.95, 0.15))
+    first = run_json(project, "eval", "run", "HEAD", "--seed", "11")
+    project.write("config/model.yaml", "drop: 0.1\n")
+    project.run("commit", "-m", "v2: worse model")
+    second = run_json(project, "eval", "run", "HEAD", "--seed", "12")
+    plot = tmp_path / "compare.png"
+    result = project.run("eval", "compare", first["run_id"][:10], second["run_id"][:10], "--plot", str(plot), code=1)
+    assert "behavioral         NOT REPRODUCED" in result.stdout
+    assert "McNemar exact p" in result.stdout
+    assert "the runs are of different versions" in result.stdout
+    assert "fixed-environment  NOT APPLICABLE: the runs are of different versions" in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    report = run_json(project, "eval", "compare", first["run_id"], second["run_id"], code=1)
+    behavioral = report["behavioral"]
+    assert behavioral["verdict"] == "NOT REPRODUCED"
+    assert -0.16 < behavioral["difference"] < -0.04
+    assert behavioral["ci95"]["high"] < 0
+    assert behavioral["paired_test"]["decisive"] == "mcnemar" and behavioral["paired_test"]["mcnemar"]["p"] < 0.001
+
+
+def test_ten_cases_with_a_two_point_drop_is_inconclusive_with_cases_needed(
+    toy_project: Callable[..., ProjectDir],
+) -> None:
+    project = toy_project(toy_cases(10, 0.95, 0.15))
+    first = run_json(project, "eval", "run", "HEAD", "--seed", "21", "--repeat", "2")
+    project.write("config/model.yaml", "drop: 0.02\n")
+    project.run("commit", "-m", "v2: slightly worse")
+    second = run_json(project, "eval", "run", "HEAD", "--seed", "22", "--repeat", "2")
+    result = project.run("eval", "compare", first["run_id"], second["run_id"], code=1)
+    assert "behavioral         INCONCLUSIVE" in result.stdout
+    report = run_json(project, "eval", "compare", first["run_id"], second["run_id"], code=1)
+    size = report["behavioral"]["sample_size"]
+    assert report["verdict"] == "INCONCLUSIVE"
+    assert size["guard_met"] is False and size["cases_needed"] > 100
+    assert f"needs about {size['cases_needed']} cases" in report["behavioral"]["reason"]
+
+
+def test_identical_outputs_on_few_cases_never_claim_reproduced(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(20, 1.0, 1.0))
+    project.run("eval", "run", "HEAD", "--seed", "1")
+    report = run_json(project, "repro", "check", "HEAD", code=1)
+    assert report["bitwise"]["share"] == 1.0 and report["fixed_environment"]["status"] == "REPRODUCED"
+    assert report["behavioral"]["equivalence"]["p"] < 0.05  # TOST alone would pass...
+    assert report["verdict"] == "INCONCLUSIVE"  # ...the sample-size guard does not
+    assert report["behavioral"]["sample_size"]["cases_needed"] > 20
+
+
+def test_eval_run_stores_outputs_scores_seeds_and_environment(toy_project: Callable[..., ProjectDir]) -> None:
+    from tether.project.core import Project
+    from tether.repro.runs import load_run
+
+    project = toy_project(toy_cases(8, 0.9, 0.1))
+    data = run_json(project, "eval", "run", "HEAD", "--repeat", "2", "--seed", "7", "--parallel", "1")
+    summary = data["summary"]
+    assert summary["seed"] == 7 and summary["seed_passed"] is True and summary["parallel"] == 1
+    assert summary["runner"] == "tests.repro.toy_runner:run" and summary["scorer"] == "contains"
+    with Project.open(project.root) as opened:
+        run = load_run(opened, data["run_id"][:6])
+        case = run.cases[0]
+        assert case["key"] == "c0000" and case["line"] == 1
+        first = case["results"][0]
+        assert first["output"]["type"] == "text" and len(first["output"]["digest"]) == 64
+        assert isinstance(first["output"]["content"], str) and first["seconds"] >= 0
+        assert first["seed"] != case["results"][1]["seed"]
+        env = run.environment
+        assert env is not None and env["seeds"]["run"] == 7
+        assert env["accelerator"]["frameworks"]["torch"] == {"present": False}
+        assert "python" in env and "packages" in env
+    listed = json.loads(project.run("eval", "list", "HEAD", "--json").stdout)
+    assert [item["run_id"] for item in listed] == [data["run_id"]]
+    assert data["run_id"][:12] in project.run("eval", "list").stdout
+
+
+def test_runner_errors_are_recorded_counted_and_scored_zero(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(20, 1.0, 1.0))
+    result = project.run("eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:flaky", "--repeat", "2")
+    assert "4 of 40 calls failed (2 cases)" in result.stderr
+    assert "RuntimeError: backend timeout on c0007" in result.stderr
+    data = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:flaky")
+    assert data["summary"]["errors"] == 2 and data["summary"]["errors_by_stage"] == {"runner": 2}
+    assert data["summary"]["cases"] == 20
+    assert abs(data["summary"]["mean_score"] - 18 / 20) < 1e-9
+
+
+def test_output_that_is_not_text_or_json_is_an_error_per_call(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(3, 1.0, 1.0))
+    data = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:not_text")
+    assert data["summary"]["errors_by_stage"] == {"output": 3}
+
+
+def test_unseeded_runner_is_recorded_as_not_taking_a_seed(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(5, 1.0, 1.0))
+    result = project.run("eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:unseeded")
+    assert "(not taken by the runner)" in result.stdout
+    data = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:unseeded")
+    assert data["summary"]["seed_passed"] is False
+
+
+def test_callable_scorer_and_out_of_range_scores(toy_project: Callable[..., ProjectDir]) -> None:
+    evals = TOY_EVALS.replace('scorer = "contains"', 'scorer = "tests.repro.toy_runner:score_length"')
+    project = toy_project(toy_cases(4, 1.0, 1.0), evals=evals)
+    data = run_json(project, "eval", "run", "HEAD")
+    assert data["summary"]["scorer"] == "tests.repro.toy_runner:score_length" and data["summary"]["errors"] == 0
+    text = project.read("tether.toml").replace("score_length", "score_out_of_range")
+    project.write("tether.toml", text)
+    data = run_json(project, "eval", "run", "HEAD")
+    assert data["summary"]["errors_by_stage"] == {"scorer": 4}
+
+
+def test_runner_next_to_tether_toml_is_importable(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(3, 1.0, 1.0), evals="")
+    project.write("app_runner_for_path_test.py", "def answer(version, case):\n    return case['expected']\n")
+    project.write("tether.toml", project.read("tether.toml") + '\n[evals]\nrunner = "app_runner_for_path_test:answer"\n')
+    data = run_json(project, "eval", "run", "HEAD")
+    assert data["summary"]["mean_score"] == 1.0  # the default scorer is exact
+
+
+def test_gc_keeps_and_fsck_verifies_eval_run_bodies(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(5, 1.0, 1.0))
+    data = run_json(project, "eval", "run", "HEAD")
+    gc = run_json(project, "gc", "--now")
+    assert data["body"] not in gc["removed"]
+    project.run("fsck")
+    body = project.root / ".tether" / "objects"
+    paths = [path for path in body.rglob("*") if path.is_file() and data["body"] in str(path).replace("/", "")]
+    assert paths, "the eval run body is an object of the store"
+    paths[0].chmod(0o644)
+    paths[0].write_bytes(b"tampered")
+    result = project.run("fsck", code=1)
+    assert f"eval run {data['run_id'][:12]} body" in result.stderr
+    result = project.run("eval", "compare", data["run_id"], data["run_id"], code=1)
+    assert "corrupted" in result.stderr
+
+
+def test_runner_sees_the_version_through_a_read_only_view(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(2, 1.0, 1.0))
+    project.write("prompts/system.md", "Be brief.\n")
+    project.run("add", "prompt", "system", "prompts/system.md")
+    project.run("add", "model", "llm", "--set", "provider=openai", "--set", "id=gpt-4o-2024-08-06")
+    version_id = project.run("commit", "-m", "v2").stdout.strip()
+    project.write("prompts/system.md", "Uncommitted edit.\n")  # the runner sees the version, not the working tree
+    data = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:describe")
+    from tether.project.core import Project
+    from tether.repro.runs import load_run
+
+    with Project.open(project.root) as opened:
+        output = load_run(opened, data["run_id"]).cases[0]["results"][0]["output"]
+    assert output["type"] == "json"
+    assert output["content"] == {
+        "version_id": version_id,
+        "components": {"evals": "evalset", "llm": "model", "model": "config", "system": "prompt"},
+        "prompt": "Be brief.\n",
+        "config": {"drop": 0.0},
+        "model": "gpt-4o-2024-08-06",
+        "provider": "openai",
+        "evalset_file": "cases.jsonl",
+        "outside_project": True,
+    }
+    data = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:asks_for_missing")
+    with Project.open(project.root) as opened:
+        error = load_run(opened, data["run_id"]).errors()[0]
+    assert error["type"] == "VersionAccessError" and "has no component 'nonexistent'" in error["message"]
+
+
+def test_eval_show_prints_cases_environment_and_errors(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(12, 1.0, 1.0))
+    run = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:flaky", "--seed", "4")
+    out = project.run("eval", "show", run["run_id"][:8], "--cases", "8").stdout
+    assert out.splitlines()[0] == f"eval run {run['run_id']}"
+    import platform
+
+    assert f"Python {platform.python_version()} on" in out and "  accelerator " in out
+    assert "c0007" in out and "runner raised RuntimeError: backend timeout on c0007" in out
+    assert "c0000" in out and "scores [1.0]" in out
+    assert "... and 4 more cases" in out
+    data = run_json(project, "eval", "show", run["run_id"])
+    assert len(data["cases"]) == 12 and data["environment_capture"]["seeds"]["run"] == 4
