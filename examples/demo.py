@@ -27,7 +27,7 @@ def run(*args: str, cwd: Path, check: bool = True) -> str:
     print(f"\n$ tether {' '.join(args)}", flush=True)
     env = {**os.environ, "TETHER_AUTHOR": os.environ.get("TETHER_AUTHOR", "Dana Demo <dana@example.com>")}
     result = subprocess.run([TETHER, *args], cwd=cwd, capture_output=True, text=True, env=env)
-    if result.stdout:
+    if result.stdout and "--json" not in args:  # JSON is read by the demo, not shown
         print(result.stdout.rstrip(), flush=True)
     if result.stderr:
         print(result.stderr.rstrip(), flush=True)
@@ -159,6 +159,17 @@ def main() -> None:
         original = restored / "models/minilm/model.safetensors"
         same = filecmp.cmp(original, Path(tmp) / "support-bot/models/minilm/model.safetensors", shallow=False)
         print(f"\nv1 weights restored byte for byte, and differ from v3's: {not same}")
+        run("fsck", cwd=root)
+
+        def in_project(*args: str, check: bool = True) -> str:
+            return run(*args, cwd=root, check=check)
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import demo_lifecycle
+        import demo_repro
+
+        demo_repro.run_story(root, in_project)
+        demo_lifecycle.run_story(root, in_project)
         run("fsck", cwd=root)
         print("\ndemo: ok")
 

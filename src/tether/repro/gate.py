@@ -1,0 +1,66 @@
+"""The promotion gate's statistical check: ``[policy.eval_gate] check = "tether.repro.gate:non_inferiority"``.
+
+The lifecycle's built-in eval gate compares two means; this one asks the question a promotion
+really needs answered with the same engine as ``tether eval compare``: is the candidate's quality
+*not worse* than the current target's by more than the margin? It passes when the lower bound of
+the one-sided 95% interval of (candidate - current) lies above ``-margin`` (the TOST lower test),
+and refuses otherwise, reporting the comparison as the gate's evidence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.errors import UsageError
+from tether.lifecycle.gates import EvalGateRequest, EvalVerdict
+
+
+def non_inferiority(request: EvalGateRequest) -> EvalVerdict:
+    """Non-inferiority of the candidate's newest eval run against the current target's."""
+    from tether.repro.compare import compare_runs
+    from tether.repro.runs import latest_run
+
+    try:
+        baseline = latest_run(request.project, request.baseline, request.evalset)
+    except UsageError:
+        return _missing(request, "current target", request.baseline)
+    try:
+        candidate = latest_run(request.project, request.candidate, request.evalset)
+    except UsageError:
+        return _missing(request, "candidate", request.candidate)
+    try:
+        report = compare_runs(baseline, candidate, margin=request.margin)
+    except UsageError as exc:
+        return EvalVerdict(False, f"the two eval runs cannot be compared: {exc}", {"evalset": request.evalset})
+    behavioral = report.behavioral
+    lower = behavioral.tost_interval[0]
+    evidence: dict[str, Any] = {
+        "method": "non-inferiority (one-sided TOST bound, tether eval compare)",
+        "evalset": request.evalset,
+        "margin": request.margin,
+        "baseline_run": report.run_a["run_id"],
+        "candidate_run": report.run_b["run_id"],
+        "difference": behavioral.difference,
+        "lower_bound": lower,
+        "cases": behavioral.cases,
+        "verdict": report.verdict,
+    }
+    shown = (f"mean score {behavioral.mean_a:.3f} -> {behavioral.mean_b:.3f} (difference {behavioral.difference:+.4f}, "
+             f"one-sided 95% lower bound {lower:+.4f}, margin {request.margin:g}, {behavioral.cases} cases)")
+    if lower > -request.margin:
+        return EvalVerdict(True, f"not worse beyond the margin: {shown}", evidence)
+    return EvalVerdict(
+        False,
+        f"cannot rule out a regression beyond the margin: {shown}",
+        evidence,
+        fix="evaluate more cases or repeats (`tether eval run REF --repeat K`), or fix the regression",
+    )
+
+
+def _missing(request: EvalGateRequest, role: str, version_id: str) -> EvalVerdict:
+    return EvalVerdict(
+        False,
+        f"no eval run of the {role} {version_id[:12]} on evalset '{request.evalset}'",
+        {"evalset": request.evalset},
+        fix=f"tether eval run {version_id[:12]} --evalset {request.evalset}",
+    )
