@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean bench-resolve bench-audit bench-audit-query
+.PHONY: install demo test test-fast lint clean bench-store bench-memory bench-resolve bench-audit bench-audit-query
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ bench-audit: install
 
 bench-audit-query: install
 	$(PY) benchmarks/bench_audit_query.py
+
+# DVC goes into the benchmark's own environment; Git LFS comes from Debian's packages.
+benchmarks/.venv-dvc/bin/dvc:
+	$(PYTHON) -m venv benchmarks/.venv-dvc
+	benchmarks/.venv-dvc/bin/pip install --quiet dvc
+
+bench-store: install benchmarks/.venv-dvc/bin/dvc
+	command -v git-lfs >/dev/null || (apt-get update -qq && apt-get install -y -qq git-lfs)
+	$(PY) benchmarks/bench_store.py
+
+bench-memory: install
+	$(PY) benchmarks/bench_memory.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests examples $(wildcard benchmarks)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import struct
 import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -260,3 +263,193 @@ def test_local_layout_and_read_only_objects(tmp_path: Path) -> None:
     assert store.describe() == str(tmp_path / "objects")
     assert sorted(entry.name for entry in (tmp_path / "objects").iterdir()) == sorted([digest[:2], "tmp"])
     assert list((tmp_path / "objects" / "tmp").iterdir()) == []
+
+
+# -- large files: tensors, chunks, deltas (every backend stores them in parts or whole, same result) --
+
+
+def _safetensors(path: Path, tensors: dict[str, np.ndarray], order: list[str] | None = None) -> Path:
+    """A safetensors file written by hand, tensors in ``order`` (default: as given)."""
+    names = order or list(tensors)
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in names:
+        value = tensors[name]
+        header[name] = {"dtype": "F16", "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        for name in names:
+            handle.write(tensors[name].astype(np.float16).tobytes())
+    return path
+
+
+def _weights(seed: int = 0, count: int = 8, shape: tuple[int, int] = (256, 512)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"layer.{index}.weight": (rng.standard_normal(shape) * 0.05).astype(np.float16) for index in range(count)}
+
+
+def _new_bytes(store: ObjectStore, before: set[str]) -> int:
+    return sum(store.stored_size(digest) for digest in set(store.iter_digests()) - before)
+
+
+def _round_trips(store: ObjectStore, digest: str, source: Path, tmp_path: Path) -> None:
+    assert store.verify(digest)
+    assert store.size(digest) == source.stat().st_size
+    dest = tmp_path / "out" / source.name
+    store.materialize(digest, dest)
+    assert dest.read_bytes() == source.read_bytes()
+    with store.open(digest) as handle:
+        assert handle.read() == source.read_bytes()
+
+
+def test_large_random_file_round_trip(store: ObjectStore, tmp_path: Path) -> None:
+    source = _write(tmp_path / "index.faiss", os.urandom(5 * MiB + 123))
+    digest, size = store.put_file(source)
+    assert (digest, size) == digest_file(source)
+    _round_trips(store, digest, source, tmp_path)
+    assert store.put_file(source, expected_digest=digest) == (digest, size)
+
+
+def test_changed_tensors_cost_about_their_own_bytes(store: ObjectStore, tmp_path: Path) -> None:
+    weights = _weights()
+    base = _safetensors(tmp_path / "base.safetensors", weights)
+    base_digest, _ = store.put_file(base)
+    before = set(store.iter_digests())
+    tuned = dict(weights, **{"layer.7.weight": np.ones((256, 512), np.float16)})
+    changed = _safetensors(tmp_path / "tuned.safetensors", tuned)
+    digest, _ = store.put_file(changed)
+    assert digest == digest_file(changed)[0]
+    assert _new_bytes(store, before) <= 1.15 * tuned["layer.7.weight"].nbytes
+    _round_trips(store, digest, changed, tmp_path)
+    _round_trips(store, base_digest, base, tmp_path / "again")
+
+
+def test_reordered_tensors_store_nothing_new(store: ObjectStore, tmp_path: Path) -> None:
+    weights = _weights()
+    store.put_file(_safetensors(tmp_path / "a.safetensors", weights))
+    before = set(store.iter_digests())
+    reordered = _safetensors(tmp_path / "b.safetensors", weights, order=sorted(weights, reverse=True))
+    digest, _ = store.put_file(reordered)
+    assert _new_bytes(store, before) < 0.01 * reordered.stat().st_size
+    _round_trips(store, digest, reordered, tmp_path)
+
+
+def test_full_fine_tune_is_stored_as_deltas_against_the_parent(store: ObjectStore, tmp_path: Path) -> None:
+    from tether.store import StoreHint
+
+    weights = _weights()
+    parent, _ = store.put_file(_safetensors(tmp_path / "base.safetensors", weights))
+    rng = np.random.default_rng(1)
+    nudged = {name: (value * (1 + 0.01 * rng.standard_normal(value.shape))).astype(np.float16) for name, value in weights.items()}
+    child = _safetensors(tmp_path / "tuned.safetensors", nudged)
+    before = set(store.iter_digests())
+    digest, _ = store.put_file(child, hint=StoreHint(previous=parent))
+    assert _new_bytes(store, before) < 0.8 * child.stat().st_size
+    _round_trips(store, digest, child, tmp_path)
+    # a third version deltas against the fully stored base, never against a delta
+    again = {name: (value * (1 + 0.01 * rng.standard_normal(value.shape))).astype(np.float16) for name, value in nudged.items()}
+    third = _safetensors(tmp_path / "third.safetensors", again)
+    third_digest, _ = store.put_file(third, hint=StoreHint(previous=digest))
+    _round_trips(store, third_digest, third, tmp_path / "third")
+    assert set(store.parts(third_digest)) & set(store.parts(digest))  # shared bases
+
+
+def test_insertion_moves_only_nearby_chunks(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(12 * MiB)
+    store.put_file(_write(tmp_path / "a.bin", data))
+    before = set(store.iter_digests())
+    inserted = _write(tmp_path / "b.bin", data[: 6 * MiB] + b"inserted bytes" + data[6 * MiB :])
+    digest, _ = store.put_file(inserted)
+    assert _new_bytes(store, before) < 0.5 * len(data)
+    _round_trips(store, digest, inserted, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (struct.pack("<Q", 2**62), "absurd"),  # a header length that would allocate exabytes
+        (struct.pack("<Q", 64) + b"{", "truncated"),
+        (struct.pack("<Q", 16) + b'{"a": {"data_o', "not valid JSON"),
+    ],
+)
+def test_lying_safetensors_header_falls_back_to_chunks(
+    store: ObjectStore, tmp_path: Path, caplog: pytest.LogCaptureFixture, header: bytes, why: str
+) -> None:
+    source = _write(tmp_path / "broken.safetensors", header + os.urandom(3 * MiB))
+    tracemalloc.start()
+    try:
+        with caplog.at_level("WARNING", logger="tether.store"):
+            digest, _ = store.put_file(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * MiB
+    assert "broken.safetensors" in caplog.text and "chunks" in caplog.text
+    _round_trips(store, digest, source, tmp_path)
+
+
+def test_overlapping_tensors_fall_back_to_chunks(store: ObjectStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    header = json.dumps({"a": {"dtype": "U8", "shape": [3 * MiB], "data_offsets": [0, 3 * MiB]},
+                         "b": {"dtype": "U8", "shape": [16], "data_offsets": [8, 24]}}).encode()
+    source = _write(tmp_path / "overlap.safetensors", struct.pack("<Q", len(header)) + header + os.urandom(3 * MiB))
+    with caplog.at_level("WARNING", logger="tether.store"):
+        digest, _ = store.put_file(source)
+    assert "overlap" in caplog.text
+    _round_trips(store, digest, source, tmp_path)
+
+
+def test_corrupt_part_is_detected(store_backend: StoreHarness, tmp_path: Path) -> None:
+    store = store_backend.store
+    source = _safetensors(tmp_path / "w.safetensors", _weights())
+    digest, _ = store.put_file(source)
+    parts = store.parts(digest)
+    assert parts, "a large safetensors file is stored in parts"
+    store_backend.corrupt(parts[-1])
+    assert not store.verify(digest)
+    dest = _write(tmp_path / "dest.safetensors", b"previous")
+    with pytest.raises(ObjectCorruptError, match=digest):
+        store.materialize(digest, dest)
+    assert dest.read_bytes() == b"previous"
+
+
+def test_corrupt_delta_is_detected(store_backend: StoreHarness, tmp_path: Path) -> None:
+    from tether.store import StoreHint
+
+    store = store_backend.store
+    weights = _weights()
+    parent, _ = store.put_file(_safetensors(tmp_path / "a.safetensors", weights))
+    nudged = {name: (value * 1.01).astype(np.float16) for name, value in weights.items()}
+    digest, _ = store.put_file(_safetensors(tmp_path / "b.safetensors", nudged), hint=StoreHint(previous=parent))
+    only_child = [part for part in store.parts(digest) if part not in set(store.parts(parent))]
+    assert only_child, "the nudged tensors are stored as deltas"
+    store_backend.corrupt(only_child[0])
+    assert not store.verify(digest)
+    with pytest.raises(ObjectCorruptError):
+        store.materialize(digest, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_link_materializes_read_only(store: ObjectStore, tmp_path: Path) -> None:
+    for name, data in (("small.txt", b"prompt"), ("big.bin", os.urandom(3 * MiB))):
+        digest = store.put_bytes(data) if len(data) < MiB else store.put_file(_write(tmp_path / name, data))[0]
+        dest = tmp_path / "linked" / name
+        store.materialize(digest, dest, link=True)
+        assert dest.read_bytes() == data
+        assert not os.stat(dest).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        assert store.verify(digest)
+
+
+def test_big_safetensors_stream_in_flat_memory(store: ObjectStore, tmp_path: Path) -> None:
+    source = _safetensors(tmp_path / "big.safetensors", _weights(count=4, shape=(4096, 2048)))  # 64 MiB
+    tracemalloc.start()
+    try:
+        digest, _ = store.put_file(source)
+        store.materialize(digest, tmp_path / "copy.safetensors")
+        assert store.verify(digest)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * MiB, f"peak Python allocation {peak / MiB:.1f} MiB for a 64 MiB checkpoint"

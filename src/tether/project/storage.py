@@ -61,9 +61,10 @@ def commit_lock(dot: Path) -> contextlib.AbstractContextManager[None]:
     return _locked(dot, fcntl.LOCK_SH, None)
 
 
-def gc_lock(dot: Path, wait_seconds: float = GC_WAIT_SECONDS) -> contextlib.AbstractContextManager[None]:
-    """Held (exclusive) by gc: waits for in-flight commits, then refuses with exit 1."""
-    return _locked(dot, fcntl.LOCK_EX, wait_seconds)
+def gc_lock(dot: Path, wait_seconds: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """Held (exclusive) by gc: waits for in-flight commits (:data:`GC_WAIT_SECONDS`), then refuses
+    with exit 1."""
+    return _locked(dot, fcntl.LOCK_EX, GC_WAIT_SECONDS if wait_seconds is None else wait_seconds)
 
 
 def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> dict[str, StoreHint]:

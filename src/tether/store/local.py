@@ -57,6 +57,25 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 log = logging.getLogger("tether.store")
 
 
+class _StderrWarnings(logging.Handler):
+    """Store warnings (a file stored another way than its name suggests) go to the current
+    ``sys.stderr`` as one line each, like every other warning the command line prints; they
+    still propagate to any logging the application configured."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import sys
+
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(record.getMessage() + "\n")
+
+
+if not any(isinstance(handler, _StderrWarnings) for handler in log.handlers):
+    log.addHandler(_StderrWarnings())
+
+
 class _Source(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
