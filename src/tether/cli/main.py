@@ -6,7 +6,6 @@ commands that use them, so ``tether --help`` and ``tether --version`` answer at 
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -379,17 +378,10 @@ _audit.register(app)
 
 
 def run() -> None:
-    """Console entry point: a provably clean ``status`` or no-op ``commit`` is answered before
-    the command line is even built (see tether.cli.quick); everything else runs through Typer."""
-    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
-    import sys
+    """Entry point for ``python -m tether.cli.main`` (the ``tether`` script uses tether.cli.entry)."""
+    from tether.cli.entry import run as entry_run
 
-    from tether.cli.quick import try_quick
-
-    code = try_quick(sys.argv[1:])
-    if code is not None:
-        raise SystemExit(code)
-    app()
+    entry_run()
 
 
 if __name__ == "__main__":
