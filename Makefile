@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean bench-store bench-memory bench-resolve bench-audit bench-audit-query
+.PHONY: install demo test test-fast lint clean bench-cli bench-store bench-memory bench-resolve bench-audit bench-audit-query
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ benchmarks/.venv-dvc/bin/dvc:
 bench-store: install benchmarks/.venv-dvc/bin/dvc
 	command -v git-lfs >/dev/null || (apt-get update -qq && apt-get install -y -qq git-lfs)
 	$(PY) benchmarks/bench_store.py
+
+bench-cli: install
+	$(PY) benchmarks/bench_cli.py
 
 bench-memory: install
 	$(PY) benchmarks/bench_memory.py
