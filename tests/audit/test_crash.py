@@ -96,3 +96,26 @@ def test_batched_queue_is_flushed_on_sigterm(audit_project: AuditProject) -> Non
             process.kill()
     with AuditLog.open(audit_project.root) as log:
         assert log.store.leaf_count() == 300
+
+
+MULTI = textwrap.dedent("""
+    import sys
+    from tether.audit import AuditLog
+    root, version_id, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    with AuditLog.open(root, durability="sync") as log:
+        for sample in range(150):
+            log.append(alias="prod", version_id=version_id, request_id=f"{name}-{sample}")
+""")
+
+
+def test_several_processes_append_to_one_log(audit_project: AuditProject) -> None:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    processes = [subprocess.Popen([sys.executable, "-c", MULTI, str(audit_project.root), audit_project.v1, f"p{number}"], env=env)
+                 for number in range(3)]
+    assert [process.wait(timeout=120) for process in processes] == [0, 0, 0]
+    with AuditLog.open(audit_project.root) as log:
+        assert log.store.leaf_count() == 450
+        log.checkpoint()
+        report = log.verify()
+    assert report.ok, report.problems

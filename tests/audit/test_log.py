@@ -318,3 +318,29 @@ def test_sync_write_failure_reaches_the_writer(audit_project: AuditProject, monk
             raise ZeroDivisionError
         assert any("audit record of request r-2 was not written" in note for note in caught.value.__notes__)
         monkeypatch.undo()
+
+
+def test_async_recording_group_commits_without_blocking_the_loop(audit_project: AuditProject) -> None:
+    async def scenario(log: AuditLog) -> list[int]:
+        async def writer(number: int) -> list[int]:
+            indexes = []
+            for sample in range(25):
+                async with log.record_async(alias="prod", version_id=audit_project.v1, request_id=f"a{number}-{sample}",
+                                            subject="42") as rec:
+                    rec.output(sample)
+                indexes.append(rec.index)
+            return indexes
+
+        results = await asyncio.gather(*(writer(number) for number in range(8)))
+        with pytest.raises(LookupError):
+            async with log.record_async(alias="prod", version_id=audit_project.v1, request_id="failing"):
+                raise LookupError
+        index = await log.append_async(alias="prod", version_id=audit_project.v2, request_id="plain", latency_ms=3)
+        return [i for indexes in results for i in indexes] + [index]
+
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        indexes = asyncio.run(scenario(log))
+        assert sorted(indexes) == [*range(200), 201]
+        assert log.query(request_id="failing")[0].status == "error"
+        with pytest.raises(TypeError, match="unexpected arguments"):
+            asyncio.run(log.append_async(alias="prod", version_id=audit_project.v1, request_id="x", colour="red"))

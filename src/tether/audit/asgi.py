@@ -7,13 +7,12 @@ app.add_middleware(AuditMiddleware, log=AuditLog.open("."), target=lambda: tethe
 The request ID comes from the ``X-Request-ID`` header (one is generated when absent) and is sent
 back on the response. A response with status 500 or more, or an exception, is recorded as an
 error. ``target`` may be a live version or a callable returning one, called per request so an
-alias move shows up at once. The record is written off the event loop (a worker thread), since in
-``sync`` mode it waits for an fsync.
+alias move shows up at once. The request waits for its record to be durable (``sync``) without
+blocking the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -101,12 +100,9 @@ class AuditMiddleware:
                 attributes["http.response.status_code"] = status_code
             latency_ms = (time.perf_counter() - started) * 1000
 
-            def write() -> None:
-                self.log.append(
-                    alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
-                    input=b"".join(state["request"]) if self.bodies else _MISSING,
-                    output=b"".join(state["response"]) if self.bodies else _MISSING,
-                    latency_ms=latency_ms, status="error" if error_type else "ok", error_type=error_type, time=started_at,
-                )
-
-            await asyncio.get_running_loop().run_in_executor(None, write)
+            await self.log.append_async(
+                alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
+                input=b"".join(state["request"]) if self.bodies else _MISSING,
+                output=b"".join(state["response"]) if self.bodies else _MISSING,
+                latency_ms=latency_ms, status="error" if error_type else "ok", error_type=error_type, time=started_at,
+            )

@@ -18,6 +18,7 @@ Durability:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import functools
 import inspect
@@ -30,6 +31,7 @@ import time as _time
 import uuid
 import weakref
 from _thread import allocate_lock as _allocate_lock
+from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from tether.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, 
 from tether.audit.records import (
     PURGE,
     AuditRecordError,
+    Checked,
     Payload,
     PendingRecord,
     Record,
@@ -127,8 +130,10 @@ class Recording:
     ``error`` and the exception's type); the exception is never swallowed.
     """
 
-    def __init__(self, log: AuditLog, alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any):
+    def __init__(self, log: AuditLog, alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any,
+                 checked: Checked | None = None):
         self._log = log
+        self._checked = checked  # the fields as validated by AuditLog.record (None: validate when written)
         self.alias = alias
         self.version_id = version_id
         self.request_id = request_id if request_id is not None else str(uuid.uuid4())
@@ -151,6 +156,7 @@ class Recording:
     def set(self, **attributes: Any) -> None:
         """Add free attributes to the record."""
         self.attributes.update(attributes)
+        self._checked = None
 
     def __enter__(self) -> Recording:
         self._time = utc_now()
@@ -169,13 +175,64 @@ class Recording:
                 alias=self.alias, version_id=self.version_id, request_id=self.request_id, subject=self.subject,
                 attributes=self.attributes, time=self._time, latency_us=latency,
                 status="error" if exc_type is not None else "ok", error_type=error_type,
-                input=self._input, output=self._output, strict_payloads=self.strict,
+                input=self._input, output=self._output, strict_payloads=self.strict, checked=self._checked,
             )
         except Exception as failure:
             if exc is None:
                 raise
             exc.add_note(f"tether: the audit record of request {self.request_id} was not written: {failure}")
         return False
+
+
+class AsyncRecording(Recording):
+    """``async with log.record_async(...) as rec:`` -- the same record, awaited without blocking."""
+
+    async def __aenter__(self) -> AsyncRecording:
+        self.__enter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        latency = int((_time.perf_counter() - self._start) * 1_000_000)
+        error_type = None
+        if exc_type is not None:
+            error_type = exc_type.__qualname__ if exc_type.__module__ == "builtins" else f"{exc_type.__module__}.{exc_type.__qualname__}"
+        try:
+            pending = self._log._prepare(
+                alias=self.alias, version_id=self.version_id, request_id=self.request_id, subject=self.subject,
+                attributes=self.attributes, time=self._time, latency_us=latency,
+                status="error" if exc_type is not None else "ok", error_type=error_type,
+                input=self._input, output=self._output, strict_payloads=self.strict, checked=self._checked,
+            )
+            self.index = await self._log.submit_async(pending)
+        except Exception as failure:
+            if exc is None:
+                raise
+            exc.add_note(f"tether: the audit record of request {self.request_id} was not written: {failure}")
+        return False
+
+
+def _settle_futures(records: list[PendingRecord], error: BaseException | None) -> None:
+    """Wake the coroutines waiting on these records: one callback per event loop per group."""
+    by_loop: dict[Any, list[PendingRecord]] = {}
+    for pending in records:
+        if pending.future is not None:
+            by_loop.setdefault(pending.future[0], []).append(pending)
+    for loop, waiting in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, waiting, error)
+
+
+def _settle(waiting: list[PendingRecord], error: BaseException | None) -> None:
+    for pending in waiting:
+        future = pending.future[1]
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(pending.index)
+        else:
+            failure = AuditWriteError(f"audit record {pending.request_id}: not written ({error})")
+            failure.__cause__ = error
+            future.set_exception(failure)
 
 
 class _Registry:
@@ -366,9 +423,43 @@ class AuditLog:
         """A context manager that writes one record when its block ends (even when it raises)."""
         alias, version_id = _target_fields(target, alias, version_id)
         # fail before the request runs, not after: the fields are checked again when written
-        check_fields(alias, version_id, request_id, subject, attributes)
+        checked = check_fields(alias, version_id, request_id, subject, attributes)
         self._check_version(version_id)
-        return Recording(self, alias, version_id, request_id, subject, attributes)
+        return Recording(self, alias, version_id, request_id, subject, attributes, checked)
+
+    def record_async(
+        self,
+        target: Any = None,
+        *,
+        alias: str | None = None,
+        version_id: str | None = None,
+        request_id: str | None = None,
+        subject: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> AsyncRecording:
+        """``async with log.record_async(...) as rec:``: :meth:`record` for coroutines (ASGI apps);
+        waiting for the fsync does not block the event loop."""
+        alias, version_id = _target_fields(target, alias, version_id)
+        checked = check_fields(alias, version_id, request_id, subject, attributes)
+        self._check_version(version_id)
+        return AsyncRecording(self, alias, version_id, request_id, subject, attributes, checked)
+
+    async def append_async(self, target: Any = None, **fields: Any) -> int | None:
+        """:meth:`append` for coroutines."""
+        alias, version_id = _target_fields(target, fields.pop("alias", None), fields.pop("version_id", None))
+        latency_ms = fields.pop("latency_ms", 0.0)
+        if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
+            raise AuditRecordError(f"audit record: latency_ms must be a non-negative number, got {latency_ms!r}")
+        unknown = set(fields) - {"request_id", "subject", "attributes", "input", "output", "status", "error_type", "time"}
+        if unknown:
+            raise TypeError(f"append_async: unexpected arguments {', '.join(sorted(unknown))}")
+        pending = self._prepare(
+            alias=alias, version_id=version_id, request_id=fields.get("request_id"), subject=fields.get("subject"),
+            attributes=fields.get("attributes"), time=fields.get("time"), latency_us=round(latency_ms * 1000),
+            status=fields.get("status", "ok"), error_type=fields.get("error_type"), input=fields.get("input", _MISSING),
+            output=fields.get("output", _MISSING), strict_payloads=True,
+        )
+        return await self.submit_async(pending)
 
     def append(
         self,
@@ -467,15 +558,25 @@ class AuditLog:
 
     def _write(self, *, alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any, time: Any,
                latency_us: int, status: str, error_type: str | None, input: Any, output: Any,
-               strict_payloads: bool) -> int | None:
+               strict_payloads: bool, checked: Checked | None = None) -> int | None:
+        return self.submit(self._prepare(
+            alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
+            time=time, latency_us=latency_us, status=status, error_type=error_type, input=input, output=output,
+            strict_payloads=strict_payloads, checked=checked,
+        ))
+
+    def _prepare(self, *, alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any, time: Any,
+                 latency_us: int, status: str, error_type: str | None, input: Any, output: Any,
+                 strict_payloads: bool, checked: Checked | None = None) -> PendingRecord:
         pending = make_record(
             alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
             time=time, latency_us=latency_us, status=status, error_type=error_type,
             input=self._payload(input, self.settings.keeps_input, strict_payloads),
-            output=self._payload(output, self.settings.keeps_output, strict_payloads),
+            output=self._payload(output, self.settings.keeps_output, strict_payloads), checked=checked,
         )
-        self._check_version(pending.fields["version_id"])
-        return self.submit(pending)
+        if checked is None:
+            self._check_version(pending.fields["version_id"])
+        return pending
 
     def submit(self, pending: PendingRecord) -> int | None:
         """Queue a validated record; in sync mode wait until it is durable and return its index."""
@@ -483,6 +584,7 @@ class AuditLog:
             waiter = _allocate_lock()
             waiter.acquire()
             pending.waiter = waiter
+            pending.writer = _get_ident()
             self._put(pending)
             waiter.acquire()  # released by the committer once the group holding it is fsynced
             if pending.error is not None:
@@ -493,6 +595,23 @@ class AuditLog:
             self.flush()  # back-pressure: a full queue is written by the caller's wait, never dropped
         return None
 
+    async def submit_async(self, pending: PendingRecord) -> int | None:
+        """:meth:`submit` for coroutines: waits for durability without blocking the event loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self.settings.durability != "sync":
+            self._put(pending)
+            if self._queue.qsize() >= self.settings.batch_size:
+                await loop.run_in_executor(None, self.flush)
+            return None
+        future = loop.create_future()
+        pending.future = (loop, future)
+        task = asyncio.current_task()
+        pending.writer = id(task) if task is not None else _get_ident()
+        self._put(pending)
+        return await future
+
     def _put(self, item: PendingRecord | _Marker) -> None:
         with self._lock:
             if self._closed:
@@ -501,16 +620,50 @@ class AuditLog:
                 self.store = SQLiteAuditStore(self.path, create=False)
                 self._start_committer()
             self._queue.put(item)
+        need = self._gate_need
+        if need and self._queue.qsize() >= need:
+            self._gate_need = 0
+            with contextlib.suppress(RuntimeError):  # another writer opened it first
+                self._gate.release()
 
     def _start_committer(self) -> None:
+        self._writers: dict[int, float] = {}  # writer thread -> when its last record was committed
+        self._writers_reset = 0.0
+        self._last_commit = 0.0
+        self._gate = _allocate_lock()  # held by the committer; opened by the writer completing a group
+        self._gate.acquire()
+        self._gate_need = 0
         self._pid = os.getpid()
         self._queue: queue.SimpleQueue[PendingRecord | _Marker] = queue.SimpleQueue()
         self._committer = threading.Thread(target=self._run, name="tether-audit-committer", daemon=True)
         self._committer.start()
 
     def _gather(self, first: PendingRecord | _Marker) -> list[PendingRecord | _Marker]:
-        """The group to write: what is queued now (sync), or what arrives within the interval (batched)."""
+        """The group to write: what is queued now (sync), or what arrives within the interval (batched).
+
+        Sync: writers whose records were just committed are still waking up when the next group
+        starts, so without a pause the writers split into two alternating half-groups. The
+        committer therefore waits for the writers it saw in the last second, but never longer
+        than the last commit took (so a writer that stopped costs at most one commit's time).
+        """
         items = [first]
+        if self.settings.durability == "sync" and not isinstance(first, _Marker):
+            now = _time.monotonic()
+            writers = self._writers
+            if len(writers) > 64 or now - self._writers_reset > 1.0:
+                writers = self._writers = {ident: seen for ident, seen in writers.items() if now - seen < 1.0}
+                self._writers_reset = now
+            expected = len(writers)
+            self._drain(items)
+            missing = expected - len(items)
+            if missing > 0 and not any(isinstance(item, _Marker) for item in items):
+                # Sleep on the gate, not on the queue: the writer whose record completes the group
+                # opens it, so the committer wakes (and takes the GIL) once per group, not per record.
+                self._gate_need = missing
+                if self._queue.qsize() < missing:
+                    self._gate.acquire(timeout=self._last_commit)
+                self._gate_need = 0
+                self._gate.acquire(blocking=False)  # closed again, whoever opened it and when
         if self.settings.durability == "batched" and not isinstance(first, _Marker):
             deadline = _time.monotonic() + self.settings.batch_interval_ms / 1000.0
             while (remaining := deadline - _time.monotonic()) > 0:
@@ -521,11 +674,15 @@ class AuditLog:
                 items.append(item)
                 if isinstance(item, _Marker):
                     break
+        self._drain(items)
+        return items
+
+    def _drain(self, items: list[PendingRecord | _Marker]) -> None:
         while True:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
-                return items
+                return
 
     def _run(self) -> None:
         """The committer: each group of records is one transaction and one fsync."""
@@ -541,16 +698,24 @@ class AuditLog:
             retry = []
             error: BaseException | None = None
             if records:
+                began = _time.monotonic()
                 try:
                     self.store.append(records)
                 except BaseException as exc:
                     error = exc
+                finished = _time.monotonic()
+                self._last_commit = min(finished - began, 0.002)
+                writers = self._writers
+                for pending in records:
+                    if pending.writer:
+                        writers[pending.writer] = finished
             if error is None:
                 self._write_error = None
                 for pending in records:
                     pending.done = True
                     if pending.waiter is not None:
                         pending.waiter.release()
+                _settle_futures(records, None)
                 if self.sinks and records:
                     self._emit(records)
             elif self.settings.durability == "batched":
@@ -559,7 +724,9 @@ class AuditLog:
             else:
                 for pending in records:
                     pending.error = error
-                    pending.waiter.release()  # type: ignore[union-attr]
+                    if pending.waiter is not None:
+                        pending.waiter.release()
+                _settle_futures(records, error)
             stop = False
             for marker in markers:
                 marker.error = error
@@ -924,11 +1091,12 @@ class AuditLog:
         return count
 
     # ---- verification ----------------------------------------------------------------------------------------------------
-    def verify(self, against: list[str] | None = None, verifier: Verifier | None = None) -> Any:
+    def verify(self, against: list[str] | None = None, verifier: Verifier | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> Any:
         """Recompute the tree and check every checkpoint; see :func:`tether.audit.verify.verify_log`."""
         from tether.audit.verify import verify_log
 
-        return verify_log(self, against or [], verifier)
+        return verify_log(self, against or [], verifier, progress)
 
 
 class _LenientRecording(Recording):

@@ -166,7 +166,7 @@ class PendingRecord:
     splices in a number (keys in sorted order; a test checks it equals the canonical encoder's).
     """
 
-    __slots__ = ("_after", "_before", "_middle", "done", "error", "fields", "index", "input", "leaf_bytes", "output", "waiter")
+    __slots__ = ("_after", "_before", "_middle", "done", "error", "fields", "future", "index", "input", "leaf_bytes", "output", "waiter", "writer")
 
     def __init__(self, fields: dict[str, Any], input: Payload | None = None, output: Payload | None = None,
                  attributes_json: str | None = None):
@@ -175,7 +175,9 @@ class PendingRecord:
         self.output = output
         self.index: int | None = None
         self.leaf_bytes: bytes | None = None
-        self.waiter: Any = None  # a held lock the committer releases (sync mode)
+        self.waiter: Any = None  # a held lock the committer releases (sync mode, a thread waits)
+        self.future: Any = None  # (event loop, future) the committer settles (sync mode, a coroutine waits)
+        self.writer = 0  # the writing thread (sync mode), so the committer can wait for its next record
         self.error: BaseException | None = None
         self.done = False
         if attributes_json is None:
@@ -202,14 +204,19 @@ class PendingRecord:
         return self.fields["request_id"]
 
 
-def check_fields(alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any) -> None:
-    """The checks :func:`make_record` makes on what is known before a request runs."""
-    _text_field("alias", alias, True)
+Checked = tuple[str, str, str | None, dict[str, Any], str]  # alias, version ID, subject, attributes and their JSON
+
+
+def check_fields(alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any) -> Checked:
+    """The checks :func:`make_record` makes on what is known before a request runs; the result
+    lets ``make_record`` skip them when the request ends."""
+    checked_alias = _text_field("alias", alias, True)
     check_version_id(version_id)
     if request_id is not None:
         _text_field("request_id", request_id, True)
-    _text_field("subject", subject, False)
-    check_attributes(attributes)
+    checked_subject = _text_field("subject", subject, False)
+    attrs, attributes_json = check_attributes(attributes)
+    return checked_alias, version_id, checked_subject, attrs, attributes_json  # type: ignore[return-value]
 
 
 def make_record(
@@ -226,8 +233,12 @@ def make_record(
     input: Payload | None = None,
     output: Payload | None = None,
     record_type: str = REQUEST,
+    checked: Checked | None = None,
 ) -> PendingRecord:
-    """Validate the fields of one record; :class:`AuditRecordError` names the bad one."""
+    """Validate the fields of one record; :class:`AuditRecordError` names the bad one.
+
+    ``checked`` is :func:`check_fields`'s result for the same alias, version, subject and
+    attributes (then they are not checked twice)."""
     if status != "ok":
         if status not in STATUSES:
             raise AuditRecordError(f"audit record: status must be one of {', '.join(STATUSES)}, got {status!r}")
@@ -235,15 +246,21 @@ def make_record(
             raise AuditRecordError("audit record: an error record needs error_type (the exception type)")
     if type(latency_us) is not int or latency_us < 0:
         raise AuditRecordError(f"audit record: latency must be a non-negative number, got {latency_us!r}")
-    attrs, attributes_json = check_attributes(attributes)
+    if checked is None:
+        attrs, attributes_json = check_attributes(attributes)
+        subject = _text_field("subject", subject, False)
+        alias = _text_field("alias", alias, True) if record_type == REQUEST else (alias or "")
+        version_id = check_version_id(version_id) if record_type == REQUEST else (version_id or "")
+    else:
+        alias, version_id, subject, attrs, attributes_json = checked
     fields = {
         "v": FORMAT_VERSION,
         "type": record_type,
         "request_id": _text_field("request_id", request_id, True),
-        "subject": _text_field("subject", subject, False),
+        "subject": subject,
         "time": format_time(time or utc_now()),
-        "alias": _text_field("alias", alias, True) if record_type == REQUEST else (alias or ""),
-        "version_id": check_version_id(version_id) if record_type == REQUEST else (version_id or ""),
+        "alias": alias,
+        "version_id": version_id,
         "input_digest": input.digest if input else None,
         "output_digest": output.digest if output else None,
         "latency_us": latency_us,
@@ -284,7 +301,11 @@ class Record:
             raise ValueError("not a tether audit record (unexpected fields)")
         if data["v"] != FORMAT_VERSION:
             raise ValueError(f"unknown record format {data['v']!r}")
-        if canonical_bytes(data) != leaf:
+        try:  # canonical_json without its type walk: json.loads yields JSON types only
+            canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError as exc:
+            raise ValueError("record is not in canonical form (NaN or infinity)") from exc
+        if canonical.encode("utf-8") != leaf:
             raise ValueError("record is not in canonical form")
         return cls(
             index=data["index"],

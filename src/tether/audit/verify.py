@@ -18,6 +18,7 @@ Nothing is repaired: the database is opened as it is and a damaged file is repor
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,18 +121,20 @@ def _read_exported(path: str, verifier: Verifier, origin: str, report: VerifyRep
         return None
 
 
-def verify_log(log: AuditLog, against: list[str], verifier: Verifier | None = None) -> VerifyReport:
+def verify_log(log: AuditLog, against: list[str], verifier: Verifier | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
     report = VerifyReport()
     verifier = verifier or log.verifier()
     exported = [(path, _read_exported(path, verifier, log.origin, report)) for path in against]
     try:
-        _verify(log, verifier, [(path, cp) for path, cp in exported if cp is not None], report)
+        _verify(log, verifier, [(path, cp) for path, cp in exported if cp is not None], report, progress)
     except sqlite3.DatabaseError as exc:
         report.add(f"{log.path}: the database is damaged ({exc}); it is not repaired, restore it from a backup")
     return report
 
 
-def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpoint]], report: VerifyReport) -> None:
+def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpoint]], report: VerifyReport,
+            progress: Callable[[str, int, int], None] | None = None) -> None:
     store = log.store
     for message in store.integrity_problems()[:MAX_LISTED]:
         report.add(f"{log.path}: SQLite integrity check: {message}")
@@ -329,6 +332,8 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
                     suspect_block = (node_index << (level + 1), (node_index + 1) << (level + 1))
         check_targets(size)
         expected = index + 1
+        if progress is not None and not expected % 8192:
+            progress("verifying records", expected - start, report.tree_size - start)
     if listed >= MAX_LISTED:
         report.warnings.append(f"stopped after {MAX_LISTED} bad leaves")
     if suspect_block is not None and not tree_broken:

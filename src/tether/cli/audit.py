@@ -241,8 +241,14 @@ def verify(
             else:
                 typer.echo("audit verify: no audit log yet (nothing recorded)")
             return
+        from tether.cli.output import make_progress
+
+        update, close = make_progress()
         with log:
-            report = log.verify(against=list(against or []), verifier=verifier)
+            try:
+                report = log.verify(against=list(against or []), verifier=verifier, progress=None if as_json else update)
+            finally:
+                close()
         if as_json:
             emit_json(report.to_json())
         else:
