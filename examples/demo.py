@@ -165,11 +165,13 @@ def main() -> None:
             return run(*args, cwd=root, check=check)
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import demo_audit
         import demo_lifecycle
         import demo_repro
 
         demo_repro.run_story(root, in_project)
         demo_lifecycle.run_story(root, in_project)
+        demo_audit.run_story(root, in_project)
         run("fsck", cwd=root)
         print("\ndemo: ok")
 

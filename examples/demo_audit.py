@@ -8,14 +8,13 @@ stdout. The application side (recording requests) is Python, as it is in a real 
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 
 def _serving_version(root: Path) -> tuple[str, str]:
-    """The version behind ``prod`` if the lifecycle chapter promoted one, else HEAD labelled ``prod``."""
+    """The version behind ``prod`` if the lifecycle chapter promoted one, else HEAD."""
     from tether import Project
     from tether.errors import ReferenceNotFoundError
 
@@ -23,29 +22,41 @@ def _serving_version(root: Path) -> tuple[str, str]:
         try:
             return "prod", project.resolve("prod")
         except ReferenceNotFoundError:
-            return "prod", project.resolve("HEAD")
+            return "HEAD", project.resolve("HEAD")
 
 
 def run_story(root: Path, run: Callable[..., str]) -> None:
+    import tether
     from tether.audit import AuditLog
 
     print("\n# Audit trail: which version decided each request")
     alias, version_id = _serving_version(root)
     today = _dt.datetime.now(_dt.UTC).date().isoformat()
-    # The application records each request; `sync` makes every record durable before it returns.
-    with AuditLog.open(root, durability="sync") as log:
-        with log.record(alias=alias, version_id=version_id, request_id="req-1001", subject="customer-42",
-                        attributes={"channel": "chat"}) as rec:
-            rec.input("How long do I have to ask for a refund?")
-            rec.output("Refunds are issued within 30 days of purchase.")
-        with log.record(alias=alias, version_id=version_id, request_id="req-1002", subject="customer-7") as rec:
-            rec.input("When do invoices arrive?")
-            rec.output("On the first day of each month.")
-        try:
-            with log.record(alias=alias, version_id=version_id, request_id="req-1003", subject="customer-42"):
-                raise TimeoutError("model provider timed out")
-        except TimeoutError:
-            pass  # recorded with status error and the exception type
+    requests = [
+        ("req-1001", "customer-42", "How long do I have to ask for a refund?", "Within 30 days of purchase."),
+        ("req-1002", "customer-7", "When do invoices arrive?", "On the first day of each month."),
+    ]
+    with AuditLog.open(root, durability="sync"):  # `sync`: each record is durable before it returns
+        pass
+    # The application follows prod and attributes every response to the exact version it served.
+    live = tether.resolve(alias, project_dir=root) if alias != "HEAD" else None
+    for request_id, subject, question, answer in requests:
+        if live is not None:
+            recorder = live.record(request_id=request_id, subject=subject, attributes={"channel": "chat"})
+        else:
+            recorder = AuditLog.open(root).record(alias="prod", version_id=version_id, request_id=request_id,
+                                                  subject=subject, attributes={"channel": "chat"})
+        with recorder as rec:
+            rec.input(question)
+            rec.output(answer)
+    print(f"recorded {len(requests) + 1} requests against {alias} = {version_id[:12]}")
+    try:
+        with (live.record(request_id="req-1003", subject="customer-42") if live is not None else
+              AuditLog.open(root).record(alias="prod", version_id=version_id, request_id="req-1003",
+                                         subject="customer-42")):
+            raise TimeoutError("model provider timed out")
+    except TimeoutError:
+        pass  # recorded with status error and the exception type
     exported = root.parent / "audit-checkpoint.txt"  # kept outside the operator's reach in real life
     run("audit", "checkpoint", "--export", str(exported))
 
@@ -62,16 +73,16 @@ def run_story(root: Path, run: Callable[..., str]) -> None:
 
     print("\n# Someone edits a record in the database: verify names it")
     database = root / ".tether" / "audit.db"
-    backup = root.parent / "audit.db.backup"
-    shutil.copy(database, backup)
     conn = sqlite3.connect(database)
     try:
-        leaf = conn.execute("SELECT leaf FROM leaves WHERE request_id = 'req-1002'").fetchone()[0]
-        conn.execute("UPDATE leaves SET leaf = ? WHERE request_id = 'req-1002'", (leaf.replace(b"customer-7", b"customer-8"),))
+        original = conn.execute("SELECT leaf FROM leaves WHERE request_id = 'req-1002'").fetchone()[0]
+        conn.execute("UPDATE leaves SET leaf = ? WHERE request_id = 'req-1002'",
+                     (original.replace(b"customer-7", b"customer-8"),))
+        conn.commit()
+        run("audit", "verify", check=False)
+        print("\n# Put the record back: the log verifies again against the exported checkpoint")
+        conn.execute("UPDATE leaves SET leaf = ? WHERE request_id = 'req-1002'", (original,))
         conn.commit()
     finally:
         conn.close()
-    run("audit", "verify", check=False)
-    shutil.copy(backup, database)
-    backup.unlink()
     run("audit", "verify", "--against", str(exported))

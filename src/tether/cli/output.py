@@ -22,7 +22,9 @@ def console():  # type: ignore[no-untyped-def]
     if _console is None:
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=True)
+        # Piped output is read whole (or by a program), so tables are not squeezed to 80 columns.
+        width = None if sys.stdout.isatty() else 160
+        _console = Console(highlight=False, soft_wrap=True, width=width)
     return _console
 
 
