@@ -357,6 +357,22 @@ def test_full_fine_tune_is_stored_as_deltas_against_the_parent(store: ObjectStor
     assert set(store.parts(third_digest)) & set(store.parts(digest))  # shared bases
 
 
+def test_a_reinitialized_tensor_is_stored_whole_not_as_a_delta(store: ObjectStore, tmp_path: Path) -> None:
+    """XOR against unrelated weights is noise: the store keeps the tensor whole (no larger delta)."""
+    from tether.store import StoreHint
+
+    weights = _weights(count=2, shape=(1024, 1024))
+    parent, _ = store.put_file(_safetensors(tmp_path / "base.safetensors", weights))
+    fresh = dict(weights, **{"layer.1.weight": _weights(seed=9, count=2, shape=(1024, 1024))["layer.1.weight"]})
+    child = _safetensors(tmp_path / "reinit.safetensors", fresh)
+    before = set(store.iter_digests())
+    digest, _ = store.put_file(child, hint=StoreHint(previous=parent))
+    tensor_digest = digest_bytes(fresh["layer.1.weight"].astype(np.float16).tobytes())
+    assert tensor_digest in set(store.iter_digests()) - before  # stored whole, under its own digest
+    assert _new_bytes(store, before) <= 1.05 * fresh["layer.1.weight"].nbytes + 4096
+    _round_trips(store, digest, child, tmp_path)
+
+
 def test_insertion_moves_only_nearby_chunks(store: ObjectStore, tmp_path: Path) -> None:
     data = os.urandom(12 * MiB)
     store.put_file(_write(tmp_path / "a.bin", data))

@@ -636,6 +636,8 @@ class LocalObjectStore(ObjectStore):
         writer = zstandard.ZstdCompressor(level=DELTA_LEVEL).stream_writer(sink, closefd=False)
         hasher = Hasher()
         too_big = False
+        probed = False
+        consumed = 0
         try:
             with open(self._path(base), "rb") as base_handle:
                 base_view = memoryview(base_buffer)
@@ -652,7 +654,14 @@ class LocalObjectStore(ObjectStore):
                     if shuffle > 1:
                         shuffle_bytes(memoryview(shuffled)[:size], memoryview(xored)[:size], shuffle)
                     writer.write(memoryview(shuffled)[:size])
-                    too_big = sink.written > limit
+                    consumed += size
+                    if not probed:
+                        # One block tells whether the delta can pay: a re-initialized or heavily
+                        # trained tensor XORs to noise, and compressing all of it would be wasted.
+                        writer.flush(zstandard.FLUSH_BLOCK)
+                        probed = True
+                        too_big = sink.written > consumed * DELTA_MAX_RATIO
+                    too_big = too_big or sink.written > limit
             actual = hasher.hexdigest()
             if actual != digest:
                 raise self._mismatch(f"{label} tensor '{span.name}'", digest, actual)
