@@ -1092,11 +1092,12 @@ class AuditLog:
 
     # ---- verification ----------------------------------------------------------------------------------------------------
     def verify(self, against: list[str] | None = None, verifier: Verifier | None = None,
-               progress: Callable[[str, int, int], None] | None = None) -> Any:
-        """Recompute the tree and check every checkpoint; see :func:`tether.audit.verify.verify_log`."""
+               progress: Callable[[str, int, int], None] | None = None, full: bool = False) -> Any:
+        """Check the log from the checkpoint verified last (``full``: recompute the whole tree);
+        see :func:`tether.audit.verify.verify_log`."""
         from tether.audit.verify import verify_log
 
-        return verify_log(self, against or [], verifier, progress)
+        return verify_log(self, against or [], verifier, progress, full=full)
 
 
 class _LenientRecording(Recording):

@@ -2,13 +2,15 @@
 
 The log is its own database (``.tether/audit.db``), apart from the metadata database, because of
 its write rate: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, one transaction (one
-fsync) per group of records. The tree's leaves, the cached interior nodes, payloads, signed
+fsync) per group of records -- usually a single autocommitted multi-row INSERT after the leaf the
+store wrote last, so a group leaves Python once -- and WAL checkpoints on a background connection. The tree's leaves, the cached interior nodes, payloads, signed
 checkpoints, purges and exports each have a table; the schema has its own version table.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sqlite3
 import threading
@@ -18,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.audit.merkle import leaf_hash
 from tether.audit.records import FIRST_PREV, PendingRecord
 from tether.errors import UsageError
 
@@ -147,7 +148,8 @@ class AuditStore(ABC):
     def payloads(self, index: int) -> list[PayloadRow]: ...
 
     @abstractmethod
-    def iter_payloads(self) -> Iterator[PayloadRow]: ...
+    def iter_payloads(self, start: int = 0) -> Iterator[PayloadRow]:
+        """Kept payloads of leaves ``start`` and up, in leaf order."""
 
     @abstractmethod
     def erasures(self) -> dict[tuple[int, str], tuple[str, str]]:
@@ -239,6 +241,8 @@ _LEAF_FROM = "leaves l LEFT JOIN versions v ON v.id = l.version_ref"
 
 
 _ROWS_PER_INSERT = 500  # 500 rows x 9 columns stays far below SQLite's limit on parameters
+_CHECKPOINT_EVERY = 1024  # records appended between two background WAL checkpoints
+_WAL_LIMIT = 16384  # WAL frames (~64 MiB) past which the appender checkpoints in line, as SQLite would
 
 
 @functools.lru_cache(maxsize=64)
@@ -266,6 +270,12 @@ class SQLiteAuditStore(AuditStore):
             raise AuditStoreError(f"{path}: no audit log yet (nothing was recorded in this project)")
         self._version_refs: dict[str, int] = {}
         self._lock = threading.RLock()
+        self._tail: tuple[int, str] | None = None  # (next index, hash hex of the last leaf) this store wrote
+        self._appended = 0  # records since the last background checkpoint request
+        self._wal_frames = 0  # the WAL's length as the last checkpoint found it
+        self._wal_wake = threading.Event()
+        self._wal_stop = False
+        self._wal_thread: threading.Thread | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
@@ -275,6 +285,9 @@ class SQLiteAuditStore(AuditStore):
                 raise AuditStoreError(f"{path}: cannot switch the audit log to WAL mode (got {mode})")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA cache_size = -65536")
+            # WAL checkpoints (copying the WAL into the database, with its own fsync) run on a
+            # background connection, not inside the group commit that happens to cross the limit.
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._create_if_empty(origin)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
@@ -316,44 +329,82 @@ class SQLiteAuditStore(AuditStore):
             self._version_refs[version_id] = ref
         return ref
 
+    def _rows(self, batch: Sequence[PendingRecord], start: int, prev: str) -> tuple[list[object], list[tuple[object, ...]], str]:
+        """The flattened leaf rows of ``batch`` from leaf ``start`` on (after the leaf hashed
+        ``prev``), the payload rows, and the hash (hex) of the last leaf."""
+        values: list[object] = []
+        payload_rows: list[tuple[object, ...]] = []
+        refs = self._version_refs
+        index = start
+        for pending in batch:
+            leaf = pending.leaf(index, prev)
+            hashed = hashlib.sha256(b"\x00" + leaf).digest()  # merkle.leaf_hash, inlined
+            prev = hashed.hex()
+            pending.leaf_bytes = leaf
+            fields = pending.fields
+            version = fields["version_id"]
+            ref = (refs.get(version) or self._version_ref(version)) if version else None
+            given, answer = pending.input, pending.output
+            values += (index, leaf, hashed, fields["request_id"], fields["subject"], fields["time"], ref,
+                       given.salt if given is not None else None, answer.salt if answer is not None else None)
+            if given is not None and given.content is not None:
+                payload_rows.append((index, "input", given.encoding, given.content))
+            if answer is not None and answer.content is not None:
+                payload_rows.append((index, "output", answer.encoding, answer.content))
+            index += 1
+        return values, payload_rows, prev
+
+    def _fast_append(self, batch: Sequence[PendingRecord]) -> bool:
+        """One autocommitted INSERT (one transaction, one fsync, one trip out of Python) after the
+        leaf this store wrote last. False, with nothing written, when that cannot be used: the
+        group needs more than one statement, or another writer appended meanwhile (its leaf
+        takes the index, so the INSERT fails on the primary key and rolls back)."""
+        tail = self._tail
+        if tail is None or len(batch) > _ROWS_PER_INSERT:
+            return False
+        refs = self._version_refs
+        for pending in batch:
+            version = pending.fields["version_id"]
+            if (version and version not in refs) or (pending.input is not None and pending.input.content is not None) or (
+                    pending.output is not None and pending.output.content is not None):
+                return False
+        values, _, last = self._rows(batch, tail[0], tail[1])
+        self._tail = None  # until the INSERT is known to be durable
+        try:
+            self.conn.execute(_insert_sql("leaves", 9, len(batch)), values)
+        except sqlite3.IntegrityError:
+            return False
+        self._tail = (tail[0] + len(batch), last)
+        for offset, pending in enumerate(batch):
+            pending.index = tail[0] + offset
+        return True
+
     def append(self, batch: Sequence[PendingRecord]) -> None:
         with self._lock:
             conn = self.conn
             own = not conn.in_transaction  # inside exclusive() the caller commits
+            if own and self._fast_append(batch):
+                self._after_append(len(batch))
+                return
+            self._tail = None
             if own:
                 conn.execute("BEGIN IMMEDIATE")
             try:
                 last = conn.execute("SELECT idx, leaf_hash FROM leaves ORDER BY idx DESC LIMIT 1").fetchone()
                 start, prev = (last[0] + 1, bytes(last[1]).hex()) if last else (0, FIRST_PREV)
-                rows = []
-                payload_rows = []
-                for offset, pending in enumerate(batch):
-                    index = start + offset
-                    leaf = pending.leaf(index, prev)
-                    hashed = leaf_hash(leaf)
-                    prev = hashed.hex()
-                    pending.leaf_bytes = leaf
-                    fields = pending.fields
-                    version = fields["version_id"]
-                    rows.append((
-                        index, leaf, hashed, fields["request_id"], fields["subject"], fields["time"],
-                        self._version_ref(version) if version else None,
-                        pending.input.salt if pending.input else None,
-                        pending.output.salt if pending.output else None,
-                    ))
-                    for name, payload in (("input", pending.input), ("output", pending.output)):
-                        if payload is not None and payload.content is not None:
-                            payload_rows.append((index, name, payload.encoding, payload.content))
+                values, payload_rows, prev = self._rows(batch, start, prev)
                 # Multi-row INSERTs: one statement step per chunk rather than one per record, so the
                 # committer gives up and retakes the GIL a few times per group, not once per row.
-                for first in range(0, len(rows), _ROWS_PER_INSERT):
-                    chunk = rows[first:first + _ROWS_PER_INSERT]
-                    conn.execute(_insert_sql("leaves", 9, len(chunk)), [value for row in chunk for value in row])
+                step = _ROWS_PER_INSERT * 9
+                for first in range(0, len(values), step):
+                    chunk = values[first:first + step]
+                    conn.execute(_insert_sql("leaves", 9, len(chunk) // 9), chunk)
                 for first in range(0, len(payload_rows), _ROWS_PER_INSERT):
-                    chunk = payload_rows[first:first + _ROWS_PER_INSERT]
-                    conn.execute(_insert_sql("payloads", 4, len(chunk)), [value for row in chunk for value in row])
+                    rows = payload_rows[first:first + _ROWS_PER_INSERT]
+                    conn.execute(_insert_sql("payloads", 4, len(rows)), [value for row in rows for value in row])
                 if own:
                     conn.execute("COMMIT")
+                    self._tail = (start + len(batch), prev)
             except BaseException:
                 self._version_refs.clear()
                 if own and conn.in_transaction:
@@ -361,6 +412,38 @@ class SQLiteAuditStore(AuditStore):
                 raise
             for offset, pending in enumerate(batch):
                 pending.index = start + offset
+            self._after_append(len(batch))
+
+    def _after_append(self, count: int) -> None:
+        """Ask the background checkpointer to fold the WAL in now and then; checkpoint here only
+        when it fell far behind (the WAL restarts only after a checkpoint that caught up)."""
+        if not self.conn.in_transaction and self._wal_frames > _WAL_LIMIT:
+            self._wal_frames = 0
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._appended += count
+        if self._appended < _CHECKPOINT_EVERY:
+            return
+        self._appended = 0
+        if self._wal_thread is None:
+            self._wal_thread = threading.Thread(target=self._checkpointer, name="tether-audit-wal", daemon=True)
+            self._wal_thread.start()
+        self._wal_wake.set()
+
+    def _checkpointer(self) -> None:
+        conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wal_wake.wait()
+                self._wal_wake.clear()
+                if self._wal_stop:
+                    return
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:  # the next request tries again; the appender's limit bounds the WAL
+                    continue
+                self._wal_frames = row[1] if row else 0
+        finally:
+            conn.close()
 
     # ---- reading ---------------------------------------------------------------------------------
     def size(self) -> int:
@@ -498,9 +581,10 @@ class SQLiteAuditStore(AuditStore):
             rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads WHERE idx = ? ORDER BY field", (index,)).fetchall()
         return [PayloadRow(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
-    def iter_payloads(self) -> Iterator[PayloadRow]:
+    def iter_payloads(self, start: int = 0) -> Iterator[PayloadRow]:
         with self._lock:
-            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads ORDER BY idx, field").fetchall()
+            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads WHERE idx >= ? ORDER BY idx, field",
+                                     (start,)).fetchall()
         for row in rows:
             yield PayloadRow(row[0], row[1], row[2], bytes(row[3]))
 
@@ -579,5 +663,10 @@ class SQLiteAuditStore(AuditStore):
         return [row[0] for row in rows if row[0] != "ok"]
 
     def close(self) -> None:
+        thread = self._wal_thread
+        if thread is not None:
+            self._wal_stop = True
+            self._wal_wake.set()
+            thread.join(timeout=60)
         with self._lock:
             self.conn.close()

@@ -1,6 +1,32 @@
-"""``tether audit verify``: recompute the whole tree from the records and check every checkpoint.
+"""``tether audit verify``: check the log against its checkpoints, linear in the records added
+since the last verified checkpoint (``--full``: recompute the whole tree).
 
-What is checked, and what a failure names:
+A successful verify remembers "verified through checkpoint N" (:mod:`tether.audit.verified`: the
+root and frontier of that tree, HMAC-keyed outside the database). A default (incremental) verify
+then trusts nothing from the database about leaves [0, N): it starts from the remembered frontier,
+re-hashes only the records N.. and checks, at O(new records + checkpoints + log N):
+
+* the signatures and stored consistency chain of the checkpoints from size N on, and that the
+  log's checkpoint of size N still has the remembered root;
+* each record from N on exactly as ``--full`` does (parse, index, leaf hash, query columns,
+  payloads), and that record N continues the hash chain from the remembered hash of leaf N-1;
+* every later checkpoint's (and exported checkpoint's) root against the root recomputed from the
+  remembered frontier plus those records: the new tree provably extends the verified one, so any
+  insertion, deletion or reordering that moves a record across N, or changes anything from N on,
+  fails; a log shorter than N fails;
+* an exported checkpoint older than N through an RFC 9162 consistency proof to the remembered root
+  (proof nodes read from the database are harmless: the proof is checked against trusted roots).
+
+Because the remembered root is outside the database, a log rewritten *and re-signed* with the
+signing key is caught too when it changes the tree verified earlier. Only ``--full`` reads the
+records before N, so only it catches an edit, swap or gap confined to records [0, N) (with or
+without their stored hashes rewritten), a changed or lost payload or salt of such a record, a
+changed cached tree node over them, a changed or removed checkpoint older than N, and what
+SQLite's integrity check finds. When the incremental
+check finds a problem, the full check runs to name the first bad leaf. A missing or forged state
+file (its MAC fails) means a full verify, which writes a new one.
+
+What ``--full`` checks, and what a failure names:
 
 * every stored checkpoint's Ed25519 signature, and the stored consistency proof between each
   checkpoint and the one before it (RFC 9162 2.1.4.2), as a third party would;
@@ -23,14 +49,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.audit.merkle import EMPTY_ROOT, CompactRange, ProofError, leaf_hash, node_hash, verify_consistency
+from tether.audit.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    ProofError,
+    consistency_proof,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+)
 from tether.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from tether.audit.records import FIRST_PREV, PURGE, Record, salted_digest
-from tether.audit.tree import CACHE_LEVEL
-from tether.errors import UsageError
+from tether.audit.tree import CACHE_LEVEL, TreeView
+from tether.audit.verified import VerifiedState, load_state, save_state
+from tether.errors import UsageError, VerificationError
 
 if TYPE_CHECKING:
     from tether.audit.log import AuditLog
+    from tether.audit.store import AuditStore
 
 MAX_LISTED = 20
 
@@ -57,6 +93,9 @@ class VerifyReport:
     erased: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    mode: str = "full"  # "incremental": from the checkpoint verified last; "full": every record
+    verified_from: int = 0  # incremental: records before this were verified by an earlier run
+    records_read: int = 0  # records re-hashed by this run
 
     @property
     def ok(self) -> bool:
@@ -91,6 +130,9 @@ class VerifyReport:
         first = self.first_problem()
         return {
             "ok": self.ok,
+            "mode": self.mode,
+            "verified_from": self.verified_from,
+            "records_read": self.records_read,
             "tree_size": self.tree_size,
             "records": self.records,
             "purged_to": self.purged_to,
@@ -122,25 +164,58 @@ def _read_exported(path: str, verifier: Verifier, origin: str, report: VerifyRep
 
 
 def verify_log(log: AuditLog, against: list[str], verifier: Verifier | None = None,
-               progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
-    report = VerifyReport()
+               progress: Callable[[str, int, int], None] | None = None, full: bool = False,
+               locate: bool = True) -> VerifyReport:
+    """Verify incrementally from the remembered checkpoint (or fully: ``full``, or nothing
+    remembered). A failed incremental check is followed by a full one that names the first bad
+    leaf, unless ``locate`` is false. Success remembers the latest checkpoint verified."""
+    state, ignored = load_state(log.dot, log.origin)
+    if state is not None and not full and state.size < log.store.first_index():
+        state, ignored = None, None  # purged past the remembered checkpoint: the purge frontier takes over
+    report = _run(log, against, verifier, progress, state, incremental=state is not None and not full)
+    if ignored:
+        report.warnings.append(ignored)
+    if report.mode == "incremental" and not report.ok and locate:
+        located = _run(log, against, verifier, progress, state, incremental=False)
+        located.warnings.append("the incremental check failed; the full check below names what is wrong")
+        if located.ok:  # the records agree with themselves but not with what was verified before
+            located.problems = report.problems
+        report = located
+    return report
+
+
+def _run(log: AuditLog, against: list[str], verifier: Verifier | None, progress: Callable[[str, int, int], None] | None,
+         state: VerifiedState | None, incremental: bool) -> VerifyReport:
+    report = VerifyReport(mode="incremental" if incremental else "full")
     verifier = verifier or log.verifier()
     exported = [(path, _read_exported(path, verifier, log.origin, report)) for path in against]
+    reached: VerifiedState | None = None
     try:
-        _verify(log, verifier, [(path, cp) for path, cp in exported if cp is not None], report, progress)
+        reached = _verify(log, verifier, [(path, cp) for path, cp in exported if cp is not None], report, progress,
+                          state, incremental)
     except sqlite3.DatabaseError as exc:
         report.add(f"{log.path}: the database is damaged ({exc}); it is not repaired, restore it from a backup")
+    if report.ok and reached is not None and (state is None or reached.size > state.size):
+        try:
+            save_state(log.dot, reached)
+        except OSError as exc:
+            report.warnings.append(f"cannot remember the verified checkpoint ({exc}); the next verify is a full one")
     return report
 
 
 def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpoint]], report: VerifyReport,
-            progress: Callable[[str, int, int], None] | None = None) -> None:
+            progress: Callable[[str, int, int], None] | None = None, state: VerifiedState | None = None,
+            incremental: bool = False) -> VerifiedState | None:
+    """Check the log into ``report``; returns the state to remember (the latest checkpoint whose
+    root was recomputed here), or None."""
     store = log.store
-    for message in store.integrity_problems()[:MAX_LISTED]:
-        report.add(f"{log.path}: SQLite integrity check: {message}")
+    if not incremental:
+        for message in store.integrity_problems()[:MAX_LISTED]:
+            report.add(f"{log.path}: SQLite integrity check: {message}")
     report.tree_size = store.size()
-    report.records = store.leaf_count()
     report.purged_to = store.first_index()
+    # COUNT(*) walks the whole table: the incremental mode reports the number the tree size implies
+    report.records = report.tree_size - report.purged_to if incremental else store.leaf_count()
     origin = log.origin
 
     # ---- signed checkpoints and the consistency between successive ones -------------------------
@@ -150,6 +225,8 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
     targets: dict[int, list[tuple[str, bytes]]] = {}
     previous: tuple[int, bytes] | None = None
     for number, row in enumerate(checkpoints, start=1):
+        if incremental and state is not None and row.size < state.size:
+            continue  # checked by the verify that reached size state.size; --full checks them again
         label = f"checkpoint #{number} (size {row.size})"
         try:
             parsed = open_checkpoint(row.note, verifier, origin)
@@ -176,17 +253,30 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
                 report.add(f"exported checkpoint {path} (size {checkpoint.size}) and the log's {label} have different roots: "
                            "the log was rewritten and re-signed (split view)")
         targets.setdefault(checkpoint.size, []).append((f"exported checkpoint {path} (size {checkpoint.size})", checkpoint.root))
+    if state is not None:
+        remembered = f"the tree verified earlier through checkpoint size {state.size}"
+        if not any(root == state.root for _, root in targets.get(state.size, [])):
+            report.add(f"the log has no signed checkpoint of size {state.size} with the root verified earlier: "
+                       "checkpoints were removed or the log was rewritten and re-signed")
+        targets.setdefault(state.size, []).append((remembered, state.root))
     for size in sorted(targets):
         if size > report.tree_size:
             labels = ", ".join(label for label, _ in targets[size])
             report.add(f"leaf {report.tree_size}: missing: {labels} covers {size} records but the log ends at {report.tree_size} (deleted)",
                        report.tree_size)
 
-    # ---- the retained prefix after a purge ---------------------------------------------------------
+    # ---- the retained prefix after a purge, or the tree verified earlier ---------------------------
     start = report.purged_to
     compact: list[tuple[int, bytes]] = []  # (level, hash), leftmost first
     purges = store.purges()
-    if start:
+    previous_hash: str | None = None
+    if incremental and state is not None:
+        start = report.verified_from = state.size
+        ranges = state.compact().ranges()
+        compact = [((b - a).bit_length() - 1, value) for (a, b), value in zip(ranges, state.frontier, strict=True)]
+        previous_hash = state.last_hash.hex() if state.last_hash is not None else None
+        _check_older_exports(store, exported, state, report)
+    elif start:
         kept = purges[-1].frontier if purges else []
         expected_ranges = CompactRange(start, [b""] * bin(start).count("1")).ranges()
         if [(a, b) for a, b, _ in kept] != expected_ranges:
@@ -194,13 +284,13 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
             return
         compact = [((b - a).bit_length() - 1, value) for a, b, value in kept]
     for size in sorted(targets):
-        if size < start:
+        if size < start and not incremental:
             report.warnings.append(
                 f"checkpoint size {size} lies in the purged prefix: checked by signature and consistency chain only")
 
     # ---- every record ---------------------------------------------------------------------------------
     erasures = store.erasures()
-    payload_rows = store.iter_payloads()
+    payload_rows = store.iter_payloads(start)
     next_payload = next(payload_rows, None)
     matched_size = start  # the largest size whose roots all matched so far
     tree_broken = False
@@ -241,8 +331,12 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
 
     check_targets(start)
     listed = 0
-    previous_hash: str | None = None
+    latest = report.latest_checkpoint
+    reached: VerifiedState | None = None
+    if state is not None and latest == state.size:
+        reached = state
     for row in store.iter_leaves(start):
+        report.records_read += 1
         if listed >= MAX_LISTED:
             break
         bad_leaves = report.bad_leaves()
@@ -271,6 +365,10 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
             previous_claim = record.index
             if index == 0 and record.prev != FIRST_PREV:
                 report.add("leaf 0: does not start the chain of leaf hashes: changed", 0)
+                listed += 1
+            elif (incremental and 0 < index == start and record.prev != previous_hash and record.index == index):
+                report.add(f"leaf {index}: does not continue the hash chain from leaf {index - 1} as verified earlier: "
+                           "records were changed, inserted or deleted", index)
                 listed += 1
             elif (index > start and previous_hash is not None and record.prev != previous_hash and record.index == index
                   and index - 1 not in bad_leaves):
@@ -331,6 +429,8 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
                 if cached is not None and cached != merged:
                     suspect_block = (node_index << (level + 1), (node_index + 1) << (level + 1))
         check_targets(size)
+        if size == latest and matched_size == size and not tree_broken:
+            reached = VerifiedState(origin, size, compact_root(), [value for _, value in compact], recomputed)
         expected = index + 1
         if progress is not None and not expected % 8192:
             progress("verifying records", expected - start, report.tree_size - start)
@@ -348,3 +448,27 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
             report.add(f"tier 'regulated': {overdue}")
         else:
             report.warnings.append(overdue)
+    return reached
+
+
+def _check_older_exports(store: AuditStore, exported: list[tuple[str, Checkpoint]], state: VerifiedState,
+                         report: VerifyReport) -> None:
+    """Exported checkpoints older than the verified tree: an RFC 9162 consistency proof to it.
+
+    The proof's nodes come from the database, but it is checked against the exported root and the
+    remembered one, both trusted: a forged node only makes it fail."""
+    view = TreeView(store)
+    for path, checkpoint in exported:
+        if checkpoint.size >= state.size:
+            continue
+        if checkpoint.size < view.purged_to:
+            report.warnings.append(f"exported checkpoint {path} (size {checkpoint.size}) lies in the purged prefix: "
+                                   "checked against the log's checkpoint of the same size only")
+            continue
+        try:
+            proof = consistency_proof(checkpoint.size, state.size, view.subtree)
+            verify_consistency(checkpoint.size, state.size, proof, checkpoint.root, state.root)
+        except (ProofError, VerificationError) as exc:
+            report.add(f"exported checkpoint {path} (size {checkpoint.size}) is not consistent with the tree verified "
+                       f"earlier (size {state.size}): records before leaf {state.size} were rewritten and re-signed, "
+                       f"or the stored tree nodes were changed ({exc})", span=(0, checkpoint.size))

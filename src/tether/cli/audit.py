@@ -219,9 +219,10 @@ def verify(
         typer.Option("--against", help="An exported checkpoint the log must still match (repeatable)."),
     ] = None,
     key: KeyOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Re-hash every record, not only those since the checkpoint verified last.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recompute the tree and check every checkpoint; exit 1 naming the first bad leaf."""
+    """Check the records since the last verified checkpoint and every checkpoint (--full: every record); exit 1 naming the first bad leaf."""
     with handled(as_json):
 
         from tether.audit.store import AuditStoreError
@@ -246,7 +247,7 @@ def verify(
         update, close = make_progress()
         with log:
             try:
-                report = log.verify(against=list(against or []), verifier=verifier, progress=None if as_json else update)
+                report = log.verify(against=list(against or []), verifier=verifier, progress=None if as_json else update, full=full)
             finally:
                 close()
         if as_json:
@@ -264,8 +265,10 @@ def verify(
             exported = f", {len(report.exported)} exported checkpoint(s) checked" if report.exported else ""
             state = "ok" if report.ok else "FAILED"
             plural = "" if report.checkpoints == 1 else "s"
+            how = (f"incremental: {report.records_read} new records re-hashed from checkpoint {report.verified_from}"
+                   if report.mode == "incremental" else "full")
             typer.echo(f"audit verify: {report.records} records (tree size {report.tree_size}{purged}), {report.checkpoints} "
-                       f"checkpoint{plural} ({covered}{tail}){exported}, {report.payloads_checked} payloads checked: {state}")
+                       f"checkpoint{plural} ({covered}{tail}){exported}, {report.payloads_checked} payloads checked ({how}): {state}")
         if not report.ok:
             first = report.first_problem()
             where = f"first bad leaf {report.first_bad_leaf}: " if report.first_bad_leaf is not None else ""
