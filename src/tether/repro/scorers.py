@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class Scorer:
+class Scorer(ABC):
     """A scorer: ``check_case`` before the run, then ``score`` per call."""
 
     name: str = ""
@@ -48,11 +49,12 @@ class Scorer:
         """What configures the scorer (recorded with the run: runs are compared only under the same)."""
         return {}
 
-    def check_case(self, case: dict[str, Any]) -> None:
+    def check_case(self, case: dict[str, Any]) -> None:  # noqa: B027 - optional hook: most scorers need nothing
         """Raise :class:`CaseFieldError` when the case lacks what the scorer needs."""
 
+    @abstractmethod
     def score(self, output: Any, case: dict[str, Any]) -> float:
-        raise NotImplementedError
+        """The score of one output, in [0, 1]."""
 
 
 class ExactScorer(Scorer):
