@@ -15,10 +15,11 @@ This module knows formats only; :mod:`tether.store.local` decides where bytes li
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from tether.store.safetensors_header import HeaderError, check_length, parse_header
 
 RECIPE_FORMAT = "tether.recipe/1"
 #: XOR against the base, bytes grouped by significance within each block, then zstd
@@ -36,8 +37,6 @@ DELTA_MIN_BYTES = 64 * 1024
 DELTA_MAX_RATIO = 0.8
 #: zstd level for deltas: fast, and XORed weights compress about as well at 3 as at 19
 DELTA_LEVEL = 3
-#: the safetensors reference implementation refuses larger headers; so does the store
-MAX_HEADER_SIZE = 100_000_000
 
 
 class LayoutError(ValueError):
@@ -72,61 +71,22 @@ def parse_safetensors_header(prefix: bytes, raw_header: bytes | None, file_size:
 
     Called twice: first with the 8-byte ``prefix`` alone (``raw_header`` None), which returns the
     header length after checking it is sane and fits in the file, so the caller reads exactly
-    that many bytes; then with the header, which returns the layout. Anything odd (absurd or
-    truncated length, invalid JSON, overlapping or gapped tensors, offsets past the end) raises
-    :class:`LayoutError`; the caller then falls back to chunked storage.
+    that many bytes; then with the header, which returns the layout. The checks are the strict
+    ones of :mod:`tether.store.safetensors_header` (the ``model`` kind uses the same); anything
+    odd raises :class:`LayoutError`, and the caller then falls back to chunked storage.
     """
-    if file_size < 8 or len(prefix) != 8:
-        raise LayoutError(f"{file_size} bytes is shorter than the 8-byte header length")
-    (header_size,) = struct.unpack("<Q", prefix)
-    if header_size > MAX_HEADER_SIZE:
-        raise LayoutError(f"header length {header_size} is absurd (limit {MAX_HEADER_SIZE})")
-    if 8 + header_size > file_size:
-        raise LayoutError(f"header length {header_size} runs past the end of the file ({file_size} bytes)")
-    if raw_header is None:
-        return header_size
-    if len(raw_header) != header_size:
-        raise LayoutError("truncated while reading the header")
     try:
-        header = json.loads(raw_header.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LayoutError(f"header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise LayoutError("header is not a JSON object")
-    data_start = 8 + header_size
-    spans: list[TensorSpan] = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets)
-            or offsets[1] < offsets[0]
-        ):
-            raise LayoutError(f"tensor '{name}' has invalid data_offsets")
-        shape = entry.get("shape", [])
-        dtype = entry.get("dtype", "")
-        spans.append(
-            TensorSpan(
-                name,
-                str(dtype),
-                tuple(int(v) for v in shape) if isinstance(shape, list) and all(isinstance(v, int) for v in shape) else (),
-                data_start + offsets[0],
-                data_start + offsets[1],
-            )
-        )
-    spans.sort(key=lambda span: (span.begin, span.end, span.name))
-    covered = data_start
-    for span in spans:
-        if span.begin != covered:
-            problem = "overlap" if span.begin < covered else "leave a gap"
-            raise LayoutError(f"tensors {problem} at byte {min(span.begin, covered)}")
-        covered = span.end
-    if covered != file_size:
-        raise LayoutError(f"tensors cover {covered - data_start} of {file_size - data_start} data bytes")
-    return TensorLayout(data_start, tuple(spans))
+        header_size = check_length(prefix, file_size)
+        if raw_header is None:
+            return header_size
+        header = parse_header(raw_header, header_size, file_size)
+    except HeaderError as exc:
+        raise LayoutError(str(exc)) from None
+    spans = tuple(
+        TensorSpan(info.name, info.dtype, info.shape, header.data_start + info.begin, header.data_start + info.end)
+        for info in header.tensors
+    )
+    return TensorLayout(header.data_start, spans)
 
 
 # ---- recipes -------------------------------------------------------------------------------------
