@@ -178,7 +178,9 @@ def gate_valid(ctx: GateContext) -> GateResult:
                 return GateResult("valid", FAILED, f"component {name}: {entry.path}: object {entry.digest[:12]} is missing")
             if not ctx.project.store.verify(entry.digest):
                 return GateResult("valid", FAILED, f"component {name}: {entry.path}: object {entry.digest[:12]} is corrupted")
-    return GateResult("valid", PASSED, f"manifest, {len(snapshots)} snapshots and {count} objects verify", evidence={"objects": count})
+    plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+    detail = f"manifest, {plural(len(snapshots), 'snapshot')} and {plural(count, 'object')} verify"
+    return GateResult("valid", PASSED, detail, evidence={"objects": count})
 
 
 def gate_pinned(ctx: GateContext) -> GateResult:
