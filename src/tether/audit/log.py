@@ -421,11 +421,7 @@ class AuditLog:
         attributes: dict[str, Any] | None = None,
     ) -> Recording:
         """A context manager that writes one record when its block ends (even when it raises)."""
-        alias, version_id = _target_fields(target, alias, version_id)
-        # fail before the request runs, not after: the fields are checked again when written
-        checked = check_fields(alias, version_id, request_id, subject, attributes)
-        self._check_version(version_id)
-        return Recording(self, alias, version_id, request_id, subject, attributes, checked)
+        return Recording(self, *self._recording_fields(target, alias, version_id, request_id, subject, attributes))
 
     def record_async(
         self,
@@ -439,10 +435,23 @@ class AuditLog:
     ) -> AsyncRecording:
         """``async with log.record_async(...) as rec:``: :meth:`record` for coroutines (ASGI apps);
         waiting for the fsync does not block the event loop."""
+        return AsyncRecording(self, *self._recording_fields(target, alias, version_id, request_id, subject, attributes))
+
+    def _recording_fields(
+        self,
+        target: Any,
+        alias: str | None,
+        version_id: str | None,
+        request_id: str | None,
+        subject: str | None,
+        attributes: dict[str, Any] | None,
+    ) -> tuple[Any, ...]:
+        """The fields of one recording, checked before the request runs, not after (they are
+        checked again when written)."""
         alias, version_id = _target_fields(target, alias, version_id)
         checked = check_fields(alias, version_id, request_id, subject, attributes)
         self._check_version(version_id)
-        return AsyncRecording(self, alias, version_id, request_id, subject, attributes, checked)
+        return alias, version_id, request_id, subject, attributes, checked
 
     async def append_async(self, target: Any = None, **fields: Any) -> int | None:
         """:meth:`append` for coroutines."""

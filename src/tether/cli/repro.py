@@ -233,6 +233,14 @@ def _report_out(report: ComparisonReport, as_json: bool, plot: str | None, extra
         raise typer.Exit(1)
 
 
+def _check_plot(plot: str | None) -> None:
+    """Refuse an unwritable --plot path before any work is done."""
+    if plot:
+        from tether.repro.plot import check_plot_path
+
+        check_plot_path(plot)
+
+
 @eval_app.command("compare")
 def eval_compare(
     run_a: Annotated[str, typer.Argument(help="The baseline run (ID or 6+ hex prefix).")],
@@ -245,10 +253,7 @@ def eval_compare(
     from tether.cli.main import _open
 
     with handled(as_json):
-        if plot:
-            from tether.repro.plot import check_plot_path
-
-            check_plot_path(plot)
+        _check_plot(plot)
         from tether.repro.compare import compare_runs
         from tether.repro.runs import load_run
 
@@ -276,10 +281,7 @@ def repro_check(
     from tether.cli.main import _open
 
     with handled(as_json):
-        if plot:
-            from tether.repro.plot import check_plot_path
-
-            check_plot_path(plot)
+        _check_plot(plot)
         from tether.repro.compare import compare_runs
         from tether.repro.executor import choose_evalset, evalset_settings
         from tether.repro.runs import latest_run, load_run
