@@ -222,13 +222,13 @@ def test_unchanged_big_file_table_comes_from_the_stat_cache(tmp_path: Path, monk
     time.sleep(RACY_NS / 1e9 + 0.02)  # a file written this instant is never trusted to the cache
     cache = StatCache(tmp_path / "cache.json")
     calls: list[str] = []
-    real = model_module.table_from_stream
+    real = model_module.table_from_blocks
 
-    def counting(stream: Any, size: int, name: str, *args: Any) -> dict[str, Any]:
+    def counting(blocks: Any, name: str, *args: Any) -> dict[str, Any]:
         calls.append(name)
-        return real(stream, size, name, *args)
+        return real(blocks, name, *args)
 
-    monkeypatch.setattr(model_module, "table_from_stream", counting)
+    monkeypatch.setattr(model_module, "table_from_blocks", counting)
     spec = KIND.validate("m", {"path": "w"})
     first = KIND.snapshot("m", spec, WorkingTree(tmp_path, cache))
     second = KIND.snapshot("m", spec, WorkingTree(tmp_path, cache))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from tether.components.safetensors_format import (
     MAX_HEADER_SIZE,
     count_differing_bytes,
     read_table,
-    table_from_stream,
+    table_from_blocks,
 )
+from tether.ids import FileBlocks
 
 from .model_helpers import minilm_folder, raw_safetensors, write_tensors
 
@@ -31,7 +34,10 @@ F32_4 = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
 
 
 def _table(data: bytes, name: str = "x.safetensors", block_size: int = 8 * 1024 * 1024) -> dict[str, Any]:
-    return table_from_stream(io.BytesIO(data), len(data), name, block_size)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "file.safetensors"
+        path.write_bytes(data)
+        return read_table(path, name, block_size)
 
 
 def test_minilm_table_matches_reference_library() -> None:
@@ -158,8 +164,14 @@ def test_reference_library_refuses_the_same_files() -> None:
 
 def test_file_that_changes_while_read_is_an_error(tmp_path: Path) -> None:
     data = raw_safetensors({"a": F32_4}, bytes(16))
-    with pytest.raises(ComponentError, match="early"):
-        table_from_stream(io.BytesIO(data[:-4]), len(data), "x.safetensors")
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(data[:-4])  # shorter than when its size was taken
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ComponentError, match=r"x\.safetensors: changed while it was being read"):
+            table_from_blocks(FileBlocks(fd, "x.safetensors", len(data)), "x.safetensors")
+    finally:
+        os.close(fd)
 
 
 def test_count_differing_bytes_block_by_block() -> None:

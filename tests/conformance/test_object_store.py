@@ -357,6 +357,37 @@ def test_full_fine_tune_is_stored_as_deltas_against_the_parent(store: ObjectStor
     assert set(store.parts(third_digest)) & set(store.parts(digest))  # shared bases
 
 
+def test_tensors_stored_side_by_side_match_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a trusted table the local store encodes tensors on several threads: the recipe, the
+    objects and the bytes read back must not depend on how many."""
+    import tether.store.local as local
+    from tether.components.safetensors_format import read_table
+    from tether.store import StoreHint
+
+    weights = _weights(count=12)
+    parent_path = _safetensors(tmp_path / "base.safetensors", weights)
+    rng = np.random.default_rng(3)
+    tuned = {
+        name: value if index % 3 == 0  # unchanged
+        else (rng.standard_normal(value.shape) * 0.05).astype(np.float16) if index % 3 == 1  # re-initialized
+        else (value * (1 + 0.01 * rng.standard_normal(value.shape))).astype(np.float16)  # nudged: a delta
+        for index, (name, value) in enumerate(weights.items())
+    }
+    child = _safetensors(tmp_path / "tuned.safetensors", tuned)
+    table = read_table(child)["tensors"]
+    stored = []
+    for workers in (1, 3):
+        monkeypatch.setattr(local, "_WORKERS", workers)
+        store = LocalObjectStore(tmp_path / f"store-{workers}")
+        parent, _ = store.put_file(parent_path)
+        digest, _ = store.put_file(child, expected_digest=digest_file(child)[0], hint=StoreHint(previous=parent, tensors=table))
+        _round_trips(store, digest, child, tmp_path / f"out-{workers}")
+        stored.append((store.recipe(digest), sorted(store.iter_digests())))
+        assert not list((tmp_path / f"store-{workers}" / "tmp").iterdir())
+    assert stored[0] == stored[1]
+    assert any(part.is_delta for part in stored[0][0].parts)  # type: ignore[union-attr]
+
+
 def test_a_reinitialized_tensor_is_stored_whole_not_as_a_delta(store: ObjectStore, tmp_path: Path) -> None:
     """XOR against unrelated weights is noise: the store keeps the tensor whole (no larger delta)."""
     from tether.store import StoreHint

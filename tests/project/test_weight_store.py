@@ -147,16 +147,19 @@ def test_a_file_changing_while_committed_is_refused(weights_project: ProjectDir,
 
 
 def test_a_file_changing_while_snapshotted_is_refused(weights_project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tether.project.worktree as worktree
+    """The read path (no lease): a write between the first and the last byte moves size and mtime."""
+    import tether.ids.fileview as fileview
 
-    real = worktree.HashingReader.finish
+    monkeypatch.setattr(fileview, "MAP_MIN_BYTES", 1 << 62)  # an in-process writer would wait on our own lease
+    real = fileview.FileBlocks.digest
 
-    def finish_after_a_write(self: worktree.HashingReader) -> tuple[str, int]:
+    def digest_then_write(self: fileview.FileBlocks) -> str:
+        digest = real(self)
         with open(weights_project.root / "models" / "model.safetensors", "ab") as handle:
             handle.write(b"\0" * 8)
-        return real(self)
+        return digest
 
-    monkeypatch.setattr(worktree.HashingReader, "finish", finish_after_a_write)
+    monkeypatch.setattr(fileview.FileBlocks, "digest", digest_then_write)
     _save(weights_project.root / "models" / "model.safetensors", _weights())  # not in the stat cache
     result = weights_project.run("commit", "-m", "torn", code=1)
     assert "models/model.safetensors: changed while it was being read" in result.stderr

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
-from tether.ids import digest_json
+from tether.ids import FileBlocks, digest_json, open_blocks
 
 
 class ComponentError(Exception):
@@ -149,19 +149,18 @@ class SnapshotContext(ABC):
         file's stat changes. The value must be canonical-JSON-able."""
 
     def file_entry_with(
-        self, rel_path: str, key: str, compute: Callable[[BinaryIO, int], Any]
+        self, rel_path: str, key: str, compute: Callable[[FileBlocks], Any]
     ) -> tuple[FileEntry, Any]:
-        """A file's entry and a value derived from its bytes, both from ONE streaming read.
+        """A file's entry and a value derived from its bytes (e.g. a safetensors tensor table).
 
-        ``compute(stream, size)`` reads the stream from its start (sequentially); whatever it
-        leaves unread is read for the digest. Both results are stat-cached like
-        :meth:`file_entry` and :meth:`cached`. This default reads twice; the working tree does not.
+        ``compute(blocks)`` reads the open file through :class:`~tether.ids.FileBlocks`. Both
+        results are stat-cached like :meth:`file_entry` and :meth:`cached`.
         """
         entry = self.file_entry(rel_path)
 
         def from_path(path: Path) -> Any:
-            with open(path, "rb") as handle:
-                return compute(handle, os.fstat(handle.fileno()).st_size)
+            with open_blocks(path, rel_path) as blocks:
+                return compute(blocks)
 
         return entry, self.cached(rel_path, key, from_path)
 

@@ -28,7 +28,7 @@ from tether.components.safetensors_format import (
     count_differing_bytes,
     data_start,
     skip_bytes,
-    table_from_stream,
+    table_from_blocks,
 )
 
 #: exact differing-byte counts are computed for at most this many tensors per diff
@@ -173,7 +173,7 @@ class ModelKind(Kind):
         for rel in paths:
             if _is_safetensors(rel):
                 entry, tables[rel] = ctx.file_entry_with(
-                    rel, "safetensors", lambda stream, size, rel=rel: table_from_stream(stream, size, rel)
+                    rel, "safetensors", lambda blocks, rel=rel: table_from_blocks(blocks, rel)
                 )
             else:
                 entry = ctx.file_entry(rel)

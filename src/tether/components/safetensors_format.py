@@ -3,8 +3,8 @@
 A checkpoint is understood tensor by tensor so a diff can say *which* tensors changed and the
 store can deduplicate unchanged ones. The header is parsed with ``json`` + ``struct`` (no
 dependency on the ``safetensors`` package) and validated at least as strictly as the reference
-implementation; the data section is then streamed once, in large blocks, hashing each
-tensor's byte range. Nothing here ever holds a whole file in memory.
+implementation; each tensor's byte range is then hashed in large blocks, in file order
+(:mod:`tether.ids.fileview`). Nothing here ever holds a whole file in memory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from tether.components.base import ComponentError
-from tether.ids import Hasher
+from tether.ids import FileBlocks, FileChangedError, Hasher, open_blocks
+from tether.ids.fileview import STEP
 from tether.store.safetensors_header import (
     DTYPE_BITS,
     MAX_HEADER_SIZE,
@@ -25,83 +26,46 @@ from tether.store.safetensors_header import (
     parse_header,
 )
 
+#: block size for streams compared byte by byte (diffs)
 BLOCK_SIZE = 8 * 1024 * 1024
 
-__all__ = ["DTYPE_BITS", "MAX_HEADER_SIZE", "Header", "TensorInfo", "read_header", "read_table", "table_from_stream"]
+__all__ = ["DTYPE_BITS", "MAX_HEADER_SIZE", "Header", "TensorInfo", "read_header", "read_table", "table_from_blocks"]
 
-def read_header(stream: BinaryIO, file_size: int, name: str) -> Header:
-    """Parse and validate the header of a safetensors file of ``file_size`` bytes.
-
-    ``name`` (the project-relative path) is named in every error. The stream is left just
-    after the header, at the start of the data section.
-    """
+def read_header(blocks: FileBlocks, name: str) -> Header:
+    """Parse and validate the header of a safetensors file; ``name`` is named in every error."""
     try:
-        header_size = check_length(stream.read(8) if file_size >= 8 else b"", file_size)
-        return parse_header(stream.read(header_size), header_size, file_size)
+        prefix = blocks.read_at(0, 8) if blocks.size >= 8 else b""
+        header_size = check_length(prefix, blocks.size)
+        return parse_header(blocks.read_at(8, header_size), header_size, blocks.size)
     except HeaderError as exc:
         raise ComponentError(f"{name}: {exc}") from exc
+    except FileChangedError as exc:
+        raise ComponentError(f"{name}: changed while it was being read ({exc})") from exc
 
 
-def _blocks(stream: BinaryIO, length: int, block_size: int, name: str) -> Iterator[memoryview]:
-    """Exactly ``length`` bytes of ``stream`` in blocks (a short read is an error).
+def tensor_digests(blocks: FileBlocks, header: Header, step: int = STEP) -> dict[str, str]:
+    """BLAKE3 of every tensor's bytes, each range hashed on every core.
 
-    One buffer is reused: a yielded view is valid until the next block is requested.
+    The header's tensors (validated) tile the data section exactly, so visiting them by offset
+    reads each byte once, in file order.
     """
-    buffer = bytearray(min(block_size, max(length, 1)))
-    view = memoryview(buffer)
-    readinto = getattr(stream, "readinto", None)
-    remaining = length
-    while remaining:
-        want = min(remaining, len(buffer))
-        if readinto is not None:
-            got = readinto(view[:want]) or 0
-        else:
-            chunk = stream.read(want)
-            got = len(chunk)
-            view[:got] = chunk
-        if not got:
-            raise ComponentError(f"{name}: ended {remaining} bytes early (did it change while being read?)")
-        remaining -= got
-        yield view[:got]
-
-
-def tensor_digests(stream: BinaryIO, header: Header, name: str, block_size: int = BLOCK_SIZE) -> dict[str, str]:
-    """BLAKE3 of every tensor's bytes, streaming the data section once from the stream's position.
-
-    Tensors may be stored in any order; the header's tensors are sorted by offset and (being
-    validated) tile the data section exactly, so one sequential pass visits each range once,
-    with ranges spanning block boundaries as needed.
-    """
-    ordered = list(header.tensors)
+    start = 8 + header.header_size
     digests: dict[str, str] = {}
-    data_size = ordered[-1].end if ordered else 0
-    index = 0
-    position = 0
-    hasher = Hasher()
-    # zero-sized tensors at the very start have nothing to wait for
-    while index < len(ordered) and ordered[index].end <= position:
-        digests[ordered[index].name] = hasher.hexdigest()
+    for info in header.tensors:
         hasher = Hasher()
-        index += 1
-    for block in _blocks(stream, data_size, block_size, name):
-        offset = 0
-        while offset < len(block):
-            info = ordered[index]
-            take = min(info.end - position, len(block) - offset)
-            hasher.update(block[offset : offset + take])
-            offset += take
-            position += take
-            while index < len(ordered) and ordered[index].end <= position:
-                digests[ordered[index].name] = hasher.hexdigest()
-                hasher = Hasher()
-                index += 1
+        for block in blocks.blocks(start + info.begin, start + info.end, step):
+            hasher.update(block)
+        digests[info.name] = hasher.hexdigest()
     return digests
 
 
-def table_from_stream(stream: BinaryIO, file_size: int, name: str, block_size: int = BLOCK_SIZE) -> dict[str, Any]:
-    """The JSON-able tensor table of a safetensors stream positioned at its start."""
-    header = read_header(stream, file_size, name)
-    digests = tensor_digests(stream, header, name, block_size)
+def table_from_blocks(blocks: FileBlocks, name: str, step: int = STEP) -> dict[str, Any]:
+    """The JSON-able tensor table of an open safetensors file."""
+    header = read_header(blocks, name)
+    try:
+        digests = tensor_digests(blocks, header, step)
+    except FileChangedError as exc:
+        raise ComponentError(f"{name}: changed while it was being read ({exc})") from exc
     return {
         "header_size": header.header_size,
         "metadata": dict(sorted(header.metadata.items())),
@@ -118,7 +82,7 @@ def table_from_stream(stream: BinaryIO, file_size: int, name: str, block_size: i
     }
 
 
-def read_table(path: str | os.PathLike[str], name: str | None = None) -> dict[str, Any]:
+def read_table(path: str | os.PathLike[str], name: str | None = None, step: int = STEP) -> dict[str, Any]:
     """The tensor table of a safetensors file; errors name ``name`` (default: the path).
 
     Shape::
@@ -127,8 +91,8 @@ def read_table(path: str | os.PathLike[str], name: str | None = None) -> dict[st
          "tensors": {name: {"dtype", "shape", "offsets": [begin, end], "nbytes", "digest"}}}
     """
     label = name if name is not None else os.fspath(path)
-    with open(path, "rb") as handle:
-        return table_from_stream(handle, os.fstat(handle.fileno()).st_size, label)
+    with open_blocks(path, label) as blocks:
+        return table_from_blocks(blocks, label, step)
 
 
 def data_start(table: dict[str, Any]) -> int:
@@ -155,6 +119,29 @@ def _count_block_differences(a: memoryview, b: memoryview) -> int:
         xored = (int.from_bytes(left, "little") ^ int.from_bytes(right, "little")).to_bytes(size, "little")
         differing += size - xored.count(0)
     return differing
+
+
+def _blocks(stream: BinaryIO, length: int, block_size: int, name: str) -> Iterator[memoryview]:
+    """Exactly ``length`` bytes of ``stream`` in blocks (a short read is an error).
+
+    One buffer is reused: a yielded view is valid until the next block is requested.
+    """
+    buffer = bytearray(min(block_size, max(length, 1)))
+    view = memoryview(buffer)
+    readinto = getattr(stream, "readinto", None)
+    remaining = length
+    while remaining:
+        want = min(remaining, len(buffer))
+        if readinto is not None:
+            got = readinto(view[:want]) or 0
+        else:
+            chunk = stream.read(want)
+            got = len(chunk)
+            view[:got] = chunk
+        if not got:
+            raise ComponentError(f"{name}: ended {remaining} bytes early (did it change while being read?)")
+        remaining -= got
+        yield view[:got]
 
 
 def count_differing_bytes(

@@ -5,17 +5,19 @@ content gets the same name on any machine, whatever its path, clock, user or thr
 """
 
 from tether.ids.canonical import canonical_bytes, canonical_json
+from tether.ids.fileview import FileBlocks, FileChangedError, digest_file, open_blocks
 from tether.ids.hashing import (
     DIGEST_HEX_LEN,
     Hasher,
     digest_bytes,
-    digest_file,
     digest_json,
     is_digest,
 )
 
 __all__ = [
     "DIGEST_HEX_LEN",
+    "FileBlocks",
+    "FileChangedError",
     "Hasher",
     "canonical_bytes",
     "canonical_json",
@@ -23,4 +25,5 @@ __all__ = [
     "digest_file",
     "digest_json",
     "is_digest",
+    "open_blocks",
 ]

@@ -6,7 +6,6 @@ block size or thread count, only on the bytes.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, BinaryIO
 
@@ -72,10 +71,3 @@ def digest_stream(stream: BinaryIO, block_size: int = BLOCK_SIZE) -> tuple[str, 
         hasher.update(view[:count])
         size += count
     return hasher.hexdigest(), size
-
-
-def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """Digest and size of a file, streamed (small files get a small buffer)."""
-    with open(path, "rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        return digest_stream(handle, min(BLOCK_SIZE, max(size + 1, 64 * 1024)))

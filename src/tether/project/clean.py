@@ -179,7 +179,10 @@ def _tree_unchanged(root: Path, dot: Path, cert: dict[str, Any], project_file: s
             if info.get("digest") is None or st.st_size != info["sig"][0]:
                 return False
             digest, _ = digest_file(path)
-            if digest != info["digest"] or signature(path.stat()) != signature(st):
+            if signature(path.stat()) != signature(st):
+                return False
+            if digest != info["digest"]:
+                _remember(dot, rel, st, digest)  # the full snapshot that follows need not hash it again
                 return False
             resaved[rel] = (st, digest)
     except (ComponentError, OSError):
@@ -187,6 +190,12 @@ def _tree_unchanged(root: Path, dot: Path, cert: dict[str, Any], project_file: s
     if resaved:
         _learn(dot, cert, resaved)
     return True
+
+
+def _remember(dot: Path, rel: str, st: os.stat_result, digest: str) -> None:
+    cache = StatCache(dot / "cache" / "stat.json")
+    cache.put(rel, st, "digest", digest)
+    cache.save()
 
 
 def _learn(dot: Path, cert: dict[str, Any], resaved: dict[str, tuple[os.stat_result, str]]) -> None:

@@ -8,8 +8,10 @@ transaction that writes the snapshots, the version and the branch move together.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import getpass
 import heapq
+import importlib
 import json
 import os
 import shutil
@@ -116,15 +118,44 @@ class StoreReader(BlobReader):
         return open(path, "rb")
 
 
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` on a daemon thread (a later import waits for it to finish).
+
+    Loading SQLAlchemy costs a fifth of a second of CPU; a commit spends that long hashing on
+    threads that release the GIL, so the two overlap. Only third-party modules are loaded this
+    way: they cannot take part in an import cycle with tether's own.
+    """
+    import sys
+    import threading
+
+    if module in sys.modules:
+        return
+
+    def load() -> None:
+        with suppress(Exception):  # the real import reports any failure
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
+
+
 class Project:
     """A tether project: ``tether.toml``, its working tree, and the version graph in ``.tether/``."""
 
-    def __init__(self, root: Path, project_file: ProjectFile, store: ObjectStore, meta: MetadataRepository):
+    def __init__(
+        self,
+        root: Path,
+        project_file: ProjectFile,
+        store: ObjectStore,
+        meta: MetadataRepository | Callable[[], MetadataRepository],
+    ):
+        """``meta`` may be a factory: the database is then opened on first use, so a commit
+        hashes its files while the database layer is still being imported (see :meth:`open`)."""
         self.root = root
         self.dot = root / DOT_DIR
         self.file = project_file
         self.store = store
-        self.meta = meta
+        self._meta: MetadataRepository | None = None if callable(meta) else meta
+        self._open_meta = meta if callable(meta) else None
         self.cache = StatCache(self.dot / "cache" / "stat.json")
         self.tree = WorkingTree(root, self.cache, PROJECT_FILE)
 
@@ -181,13 +212,21 @@ class Project:
             if (folder / PROJECT_FILE).is_file() and (folder / DOT_DIR).is_dir():
                 project_file = load_project_file(folder / PROJECT_FILE, validate_components=False)
                 store = open_store(project_file.objects_url, folder)
-                meta = open_metadata(project_file.metadata_url, folder)
-                return cls(folder, project_file, store, meta)
+                _import_in_background("sqlalchemy")
+                return cls(folder, project_file, store, functools.partial(open_metadata, project_file.metadata_url, folder))
         raise UsageError(f"{start}: not a tether project (no {PROJECT_FILE} with {DOT_DIR}/ here or above); run `tether init`")
+
+    @property
+    def meta(self) -> MetadataRepository:
+        if self._meta is None:
+            assert self._open_meta is not None
+            self._meta = self._open_meta()
+        return self._meta
 
     def close(self) -> None:
         self.cache.save()
-        self.meta.close()
+        if self._meta is not None:
+            self._meta.close()
 
     def __enter__(self) -> Project:
         return self
@@ -362,20 +401,22 @@ class Project:
         """Snapshot every component and record a new version on the current branch (or ``branch``)."""
         if not message or not message.strip():
             raise UsageError("-m/--message: a commit needs a message")
-        head = self.head()
         current = self.current_branch()
+        if branch is not None and branch != current:
+            self._check_branch_name(branch)
+        # Files first: hashing them needs no database, which may still be loading (see open()).
+        decls = self.reload().components
+        snapshots = {name: get_kind(decl.kind).snapshot(name, decl.spec, self.tree) for name, decl in decls.items()}
+        head = self.head()
         target_branch = branch or current
         expected = head
         if branch is not None and branch != current:
-            self._check_branch_name(branch)
             expected = self.meta.get_branch(branch)
             if expected is not None and expected != head:
                 raise CheckFailedError(
                     f"--branch {branch}: branch is at {expected[:12]}, not at the current version; "
                     f"run `tether checkout {branch}` first"
                 )
-        decls = self.reload().components
-        snapshots = {name: get_kind(decl.kind).snapshot(name, decl.spec, self.tree) for name, decl in decls.items()}
         findings = self._check_pinning(decls)
         components = {name: snap.digest for name, snap in sorted(snapshots.items())}
         before = self.manifest(head).components if head else {}

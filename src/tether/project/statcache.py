@@ -69,6 +69,12 @@ class StatCache:
         entry["values"][key] = value
         self._dirty = True
 
+    def by_content(self, rel_path: str, digest: str, key: str) -> Any:
+        """A value cached for this path under any signature, when the bytes it was derived from
+        had ``digest``: a re-saved file with the same content needs no recomputation."""
+        values = self._entries.get(rel_path, {}).get("values", {})
+        return values.get(key) if values.get("digest") == digest else None
+
     def carry_over(self, rel_path: str, st: os.stat_result, digest: str) -> None:
         """The file got a new signature but was re-hashed to the same ``digest``: every value
         derived from its bytes still holds, so move them to the new signature."""

@@ -17,8 +17,7 @@ from tether.components.base import (
     SnapshotContext,
 )
 from tether.errors import CheckFailedError
-from tether.ids import Hasher, digest_file
-from tether.ids.hashing import BLOCK_SIZE
+from tether.ids import FileBlocks, FileChangedError, digest_file, open_blocks
 from tether.project.statcache import StatCache, signature
 from tether.store.base import StoreError
 
@@ -47,12 +46,16 @@ class WorkingTree(SnapshotContext):
         elif digest is not None:
             seen["digest"] = digest
 
+    @staticmethod
+    def _changed(rel_path: str) -> CheckFailedError:
+        return CheckFailedError(
+            f"{rel_path}: changed while it was being read (it was written to, or its size or mtime moved); "
+            "nothing was recorded, try again once it is written"
+        )
+
     def _changed_while_read(self, rel_path: str, before: os.stat_result, after: os.stat_result) -> None:
         if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
-            raise CheckFailedError(
-                f"{rel_path}: changed while it was being read (its size or mtime moved); "
-                "nothing was recorded, try again once it is written"
-            )
+            raise self._changed(rel_path)
 
     # -- paths -------------------------------------------------------------------------
     def _inside(self, path: Path) -> bool:
@@ -154,7 +157,10 @@ class WorkingTree(SnapshotContext):
             if hit is not None:
                 self._observe(rel_path, st, hit)
                 return FileEntry(rel_path, hit, st.st_size, executable)
-        digest, size = digest_file(path)
+        try:
+            digest, size = digest_file(path)
+        except FileChangedError:
+            raise self._changed(rel_path) from None
         self._changed_while_read(rel_path, st, path.stat())
         if self.cache is not None:
             self.cache.put(rel_path, st, "digest", digest)
@@ -162,22 +168,32 @@ class WorkingTree(SnapshotContext):
         return FileEntry(rel_path, digest, size, executable)
 
     def file_entry_with(
-        self, rel_path: str, key: str, compute: Callable[[BinaryIO, int], Any]
+        self, rel_path: str, key: str, compute: Callable[[FileBlocks], Any]
     ) -> tuple[FileEntry, Any]:
+        """The whole-file digest first (unless the stat cache knows it): a byte-identical re-save
+        (new mtime, same bytes) then reuses the cached value instead of computing it again."""
         path = self.resolve(rel_path, rel_path)
         st = path.stat()
         executable = bool(st.st_mode & stat.S_IXUSR)
+        digest, value = None, None
         if self.cache is not None:
             digest, value = self.cache.get(rel_path, st, "digest"), self.cache.get(rel_path, st, key)
             if digest is not None and value is not None:
                 self._observe(rel_path, st, digest)
                 return FileEntry(rel_path, digest, st.st_size, executable), value
-        with open(path, "rb") as handle:
-            before = os.fstat(handle.fileno())
-            reader = HashingReader(handle)
-            value = compute(reader, before.st_size)
-            digest, size = reader.finish()
-            self._changed_while_read(rel_path, before, os.fstat(handle.fileno()))
+        try:
+            with open_blocks(path, rel_path) as blocks:
+                before = os.fstat(blocks.fd)
+                if digest is None:
+                    digest = blocks.digest()
+                size = blocks.size
+                value = self.cache.by_content(rel_path, digest, key) if self.cache is not None else None
+                if value is None:
+                    value = compute(blocks)
+                after = os.fstat(blocks.fd)
+        except FileChangedError:
+            raise self._changed(rel_path) from None
+        self._changed_while_read(rel_path, before, after)
         self._changed_while_read(rel_path, st, before)
         if self.cache is not None:
             self.cache.put(rel_path, st, "digest", digest)
@@ -196,42 +212,6 @@ class WorkingTree(SnapshotContext):
         if self.cache is not None:
             self.cache.put(rel_path, st, key, value)
         return value
-
-
-class HashingReader:
-    """A read-only stream that hashes every byte read through it, so a parser and the file's
-    digest share one pass over a large file."""
-
-    def __init__(self, handle: BinaryIO):
-        self._handle = handle
-        self._hasher = Hasher()
-        self._size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self._hasher.update(data)
-        self._size += len(data)
-        return data
-
-    def seekable(self) -> bool:
-        return False  # every byte must pass through the hasher, in order
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:
-        got = self._handle.readinto(buffer)  # type: ignore[attr-defined]
-        if got:
-            self._hasher.update(memoryview(buffer)[:got])
-            self._size += got
-        return got or 0
-
-    def finish(self) -> tuple[str, int]:
-        """Hash whatever was not read yet; return (digest, size)."""
-        view = memoryview(bytearray(BLOCK_SIZE))
-        while True:
-            count = self._handle.readinto(view)  # type: ignore[attr-defined]
-            if not count:
-                return self._hasher.hexdigest(), self._size
-            self._hasher.update(view[:count])
-            self._size += count
 
 
 class WorkingTreeReader(BlobReader):

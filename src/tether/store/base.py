@@ -27,8 +27,8 @@ class StoreHint:
 
     ``previous`` is the digest of the same file in the parent version: a store that keeps
     tensors may encode a changed tensor as a delta against the parent's. ``tensors`` is the
-    safetensors table the caller's snapshot read in the same pass that produced
-    ``expected_digest`` (name -> ``{"dtype", "shape", "offsets", "digest"}``): with it a store
+    safetensors table the caller's snapshot read from the same unchanged file that
+    produced ``expected_digest`` (name -> ``{"dtype", "shape", "offsets", "digest"}``): with it a store
     need not re-read tensors it already holds, and must check every byte it does read against
     it. ``label`` names the file in warnings and errors (a project-relative path).
     """

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -128,6 +129,37 @@ def _blocks(source: BinaryIO, length: int, buffer: bytearray | memoryview, label
         _read_exactly(source, block, label)
         remaining -= len(block)
         yield block
+
+
+class _PositionalReader:
+    """A private read position on a shared descriptor (``pread``): threads read one file at once."""
+
+    def __init__(self, fd: int, position: int = 0):
+        self._fd = fd
+        self._position = position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise ValueError("only absolute seeks")
+        self._position = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        got = os.preadv(self._fd, [buffer], self._position)
+        self._position += got
+        return got
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self._position)
+        self._position += len(data)
+        return data
+
+
+#: threads that store the tensors of one file side by side
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _unlink_quietly(path: str | os.PathLike[str]) -> None:
@@ -259,23 +291,24 @@ class LocalObjectStore(ObjectStore):
         self._recipes = self.root / RECIPES_DIR
         self._reflink = True  # until the filesystem says otherwise
         self._pending_dirs: set[Path] | None = None  # folders to fsync once, at the end of a put_file
-        self._buffers: tuple[memoryview, memoryview] | None = None
-        self._scratch: tuple[bytearray, bytearray, bytearray] | None = None
+        self._local = threading.local()  # work buffers: one set per thread storing tensors
 
     def _aligned_buffers(self) -> tuple[memoryview, memoryview]:
-        """(read block, write staging): page-aligned, allocated once per store and reused, since
-        first-touching fresh memory costs more than the bytes it holds."""
-        if self._buffers is None:
+        """(read block, write staging): page-aligned, allocated once per store and thread and
+        reused, since first-touching fresh memory costs more than the bytes it holds."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
             import mmap
 
-            self._buffers = (memoryview(mmap.mmap(-1, BLOCK_SIZE)), memoryview(mmap.mmap(-1, BLOCK_SIZE)))
-        return self._buffers
+            buffers = self._local.buffers = (memoryview(mmap.mmap(-1, BLOCK_SIZE)), memoryview(mmap.mmap(-1, BLOCK_SIZE)))
+        return buffers  # type: ignore[no-any-return]
 
     def _delta_scratch(self) -> tuple[bytearray, bytearray, bytearray]:
-        """Three block-sized work buffers for delta encoding, allocated once per store."""
-        if self._scratch is None:
-            self._scratch = (bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE))
-        return self._scratch
+        """Three block-sized work buffers for delta encoding, allocated once per store and thread."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = (bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE))
+        return scratch  # type: ignore[no-any-return]
 
     def _writer(self, fd: int, size: int) -> BinaryIO:
         """A direct writer for large objects, a plain buffered file for small ones."""
@@ -510,9 +543,44 @@ class LocalObjectStore(ObjectStore):
         if whole is not None:
             whole.update(header)
         parts = [Part(self.put_bytes(header), len(header))]
+        if whole is None and _WORKERS > 1 and len(layout.tensors) > 1:
+            return parts + self._store_tensors_in_parallel(source, layout, trusted, previous, label)
         for span in layout.tensors:
             parts.append(self._store_tensor(source, span, whole, buffer, trusted.get(span.name), previous, label))
         return parts
+
+    def _store_tensors_in_parallel(
+        self, source: BinaryIO, layout: TensorLayout, trusted: dict[str, str], previous: dict[str, Part], label: str
+    ) -> list[Part]:
+        """Tensors on every core, when a trusted table spares the in-order whole-file hash.
+
+        Compressing deltas, hashing and writing release the GIL, so a full fine-tune's tensors
+        are encoded side by side; each thread reads the file at its own position (``pread``).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        fd = source.fileno()
+
+        def store(span: TensorSpan) -> Part:
+            reader = _PositionalReader(fd, span.begin)
+            return self._store_tensor(
+                reader,  # type: ignore[arg-type]
+                span,
+                None,
+                self._aligned_buffers()[0],
+                trusted.get(span.name),
+                previous,
+                label,
+            )
+
+        with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="tether-store") as pool:
+            futures = [pool.submit(store, span) for span in layout.tensors]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def _store_tensor(
         self,
@@ -955,8 +1023,8 @@ class LocalObjectStore(ObjectStore):
 def _trusted_table(layout: TensorLayout, hint: StoreHint | None, expected: str | None) -> dict[str, str] | None:
     """Tensor name -> digest from the caller's table, when it describes exactly this header.
 
-    Only with ``expected``: the table was read in the same pass that produced the whole-file
-    digest, so it vouches for every tensor the header names. Any disagreement (names, dtypes,
+    Only with ``expected``: the table was read from the same, unchanged file that produced the
+    whole-file digest, so it vouches for every tensor the header names. Any disagreement (names, dtypes,
     shapes, offsets) means the file is not the one snapshotted: every byte is then re-hashed.
     """
     if expected is None or hint is None or not hint.tensors or len(hint.tensors) != len(layout.tensors):
