@@ -8,7 +8,8 @@ re-save, new mtime and inode); ``partial`` (the last two layers changed); ``full
 perturbed by about 1%); ``reordered`` (the same tensors in another order, every offset moved);
 ``lora`` (base plus a ~20 MB adapter file). Each tool versions the sequence in a fresh folder;
 the file changes are staged before the clock starts, so only the tool's own command is timed.
-Then the machine's limits (page-cache read, copy, durable write, BLAKE3 on 1 and all threads),
+Then the machine's limits (page-cache read, copy, durable write, BLAKE3 on 1 and all threads
+over a mapped file, and through read() for comparison) next to tether's own file hashing,
 ``status`` against ``--version``, and the deltas on a real fine-tune pair (MiniLM nudged by one
 NumPy SGD step). Compare numbers within one run only: these machines are noisy.
 """
@@ -237,14 +238,22 @@ def limits(sample: Path, scratch: Path) -> dict[str, float]:
             os.fsync(out.fileno())
 
     def hash_with(threads: int) -> Callable[[], object]:
-        def go() -> None:
-            hasher = blake3.blake3(max_threads=threads)
-            with open(sample, "rb", buffering=0) as handle:
-                while count := handle.readinto(view):
-                    hasher.update(view[:count])
-            hasher.hexdigest()
+        def go() -> None:  # the library alone on a mapped file: no copy, nothing but hashing
+            blake3.blake3(max_threads=threads).update_mmap(sample).hexdigest()
 
         return go
+
+    def hash_read() -> None:  # what hashing through read() costs: a copy first
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        with open(sample, "rb", buffering=0) as handle:
+            while count := handle.readinto(view):
+                hasher.update(view[:count])
+        hasher.hexdigest()
+
+    def tether_hash() -> None:
+        from tether.ids import digest_file
+
+        digest_file(sample)
 
     result = {
         "read": statistics.median(timed(read) for _ in range(3)),
@@ -252,6 +261,8 @@ def limits(sample: Path, scratch: Path) -> dict[str, float]:
         "durable_write": statistics.median(timed(durable) for _ in range(3)),
         "blake3_1": statistics.median(timed(hash_with(1)) for _ in range(3)),
         "blake3_all": statistics.median(timed(hash_with(blake3.blake3.AUTO)) for _ in range(3)),
+        "blake3_all_via_read": statistics.median(timed(hash_read) for _ in range(3)),
+        "tether_digest_file": statistics.median(timed(tether_hash) for _ in range(3)),
     }
     scratch.unlink(missing_ok=True)
     return result
