@@ -24,10 +24,11 @@ def is_digest(text: str) -> bool:
 
 
 class Hasher:
-    """Incremental BLAKE3; multi-threaded on large updates."""
+    """Incremental BLAKE3; multi-threaded on large updates unless ``threads`` says otherwise
+    (callers that already keep every core busy pass 1: splitting each update again only waits)."""
 
-    def __init__(self) -> None:
-        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    def __init__(self, threads: int | None = None) -> None:
+        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if threads is None else threads)
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self._hasher.update(data)

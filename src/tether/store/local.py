@@ -174,9 +174,9 @@ def _signature(st: os.stat_result) -> tuple[int, int]:
 class _HashingSink:
     """Counts and hashes what passes to a file (the compressed delta names itself)."""
 
-    def __init__(self, handle: BinaryIO):
+    def __init__(self, handle: BinaryIO, hasher: Hasher):
         self.handle = handle
-        self.hasher = Hasher()
+        self.hasher = hasher
         self.written = 0
 
     def write(self, data: bytes | memoryview) -> int:
@@ -302,6 +302,10 @@ class LocalObjectStore(ObjectStore):
 
             buffers = self._local.buffers = (memoryview(mmap.mmap(-1, BLOCK_SIZE)), memoryview(mmap.mmap(-1, BLOCK_SIZE)))
         return buffers  # type: ignore[no-any-return]
+
+    def _hasher(self) -> Hasher:
+        """A hasher for this thread: single-threaded inside a pool that already uses every core."""
+        return Hasher(threads=1) if getattr(self._local, "in_pool", False) else Hasher()
 
     def _delta_scratch(self) -> tuple[bytearray, bytearray, bytearray]:
         """Three block-sized work buffers for delta encoding, allocated once per store and thread."""
@@ -562,6 +566,7 @@ class LocalObjectStore(ObjectStore):
         fd = source.fileno()
 
         def store(span: TensorSpan) -> Part:
+            self._local.in_pool = True
             reader = _PositionalReader(fd, span.begin)
             return self._store_tensor(
                 reader,  # type: ignore[arg-type]
@@ -610,7 +615,7 @@ class LocalObjectStore(ObjectStore):
             return reused
         whole_pending = whole is not None
         if known is None:
-            hasher = Hasher()
+            hasher = self._hasher()
             for block in _blocks(source, span.nbytes, buffer, label):
                 if whole is not None:
                     whole.update(block)
@@ -658,7 +663,7 @@ class LocalObjectStore(ObjectStore):
         self, source: BinaryIO, span: TensorSpan, digest: str, whole: Hasher | None, buffer: bytearray | memoryview, label: str
     ) -> None:
         def fill(sink: _Sink) -> None:
-            hasher = Hasher()
+            hasher = self._hasher()
             for block in _blocks(source, span.nbytes, buffer, label):
                 if whole is not None:
                     whole.update(block)
@@ -700,9 +705,9 @@ class LocalObjectStore(ObjectStore):
             shuffled = xored
         fd, tmp_name = self._new_temporary()
         handle = self._writer(fd, span.nbytes)
-        sink = _HashingSink(handle)
+        sink = _HashingSink(handle, self._hasher())
         writer = zstandard.ZstdCompressor(level=DELTA_LEVEL).stream_writer(sink, closefd=False)
-        hasher = Hasher()
+        hasher = self._hasher()
         too_big = False
         probed = False
         consumed = 0
