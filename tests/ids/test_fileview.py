@@ -107,3 +107,23 @@ def test_a_writer_arriving_mid_read_stops_the_reader_cleanly(tmp_path: Path) -> 
             next(stream)
     out, _ = writer.communicate(timeout=30)
     assert out.strip() == "truncated" and path.stat().st_size == 0
+
+
+def test_a_sigio_handler_of_the_host_program_is_kept(tmp_path: Path) -> None:
+    _big(tmp_path / "big.bin")
+    seen: list[int] = []
+
+    def host_handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGIO, host_handler)
+    try:
+        with open_blocks(tmp_path / "big.bin") as blocks:
+            assert blocks.mapped
+            assert signal.getsignal(signal.SIGIO) is not host_handler  # watching for a lease break
+            os.kill(os.getpid(), signal.SIGIO)  # a SIGIO meant for the host still reaches it
+            time.sleep(0.01)
+        assert signal.getsignal(signal.SIGIO) is host_handler
+        assert seen == [signal.SIGIO]
+    finally:
+        signal.signal(signal.SIGIO, previous)

@@ -144,6 +144,8 @@ class _Lease:
             return False
         import fcntl
 
+        if signal.getsignal(signal.SIGIO) is None:  # a handler installed outside Python: leave it be
+            return False
         try:
             self._previous = signal.signal(signal.SIGIO, self._on_break)
         except (ValueError, OSError):
