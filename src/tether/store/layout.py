@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.store.safetensors_header import HeaderError, check_length, parse_header
+from tether.store.safetensors_header import HeaderError, TensorInfo, check_length, parse_header
 
 RECIPE_FORMAT = "tether.recipe/1"
 #: XOR against the base, bytes grouped by significance within each block, then zstd
@@ -44,26 +44,11 @@ class LayoutError(ValueError):
 
 
 @dataclass(frozen=True)
-class TensorSpan:
-    """One tensor's byte range, relative to the start of the file (not of the data section)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
-
-@dataclass(frozen=True)
 class TensorLayout:
     """A safetensors file cut into its header (bytes ``[0, header_end)``) and tensors, in file order."""
 
     header_end: int
-    tensors: tuple[TensorSpan, ...]
+    tensors: tuple[TensorInfo, ...]  # offsets from the start of the file
 
 
 def parse_safetensors_header(prefix: bytes, raw_header: bytes | None, file_size: int) -> int | TensorLayout:
@@ -82,11 +67,7 @@ def parse_safetensors_header(prefix: bytes, raw_header: bytes | None, file_size:
         header = parse_header(raw_header, header_size, file_size)
     except HeaderError as exc:
         raise LayoutError(str(exc)) from None
-    spans = tuple(
-        TensorSpan(info.name, info.dtype, info.shape, header.data_start + info.begin, header.data_start + info.end)
-        for info in header.tensors
-    )
-    return TensorLayout(header.data_start, spans)
+    return TensorLayout(header.data_start, tuple(info.in_file(header.data_start) for info in header.tensors))
 
 
 # ---- recipes -------------------------------------------------------------------------------------

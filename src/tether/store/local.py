@@ -39,7 +39,6 @@ from tether.store.layout import (
     Part,
     Recipe,
     TensorLayout,
-    TensorSpan,
     cdc_cuts,
     element_size,
     parse_safetensors_header,
@@ -47,6 +46,7 @@ from tether.store.layout import (
     unshuffle_bytes,
     xor_into,
 )
+from tether.store.safetensors_header import TensorInfo
 
 OBJECT_MODE = 0o444
 TMP_DIR = "tmp"
@@ -565,7 +565,7 @@ class LocalObjectStore(ObjectStore):
 
         fd = source.fileno()
 
-        def store(span: TensorSpan) -> Part:
+        def store(span: TensorInfo) -> Part:
             self._local.in_pool = True
             reader = _PositionalReader(fd, span.begin)
             return self._store_tensor(
@@ -590,7 +590,7 @@ class LocalObjectStore(ObjectStore):
     def _store_tensor(
         self,
         source: BinaryIO,
-        span: TensorSpan,
+        span: TensorInfo,
         whole: Hasher | None,
         buffer: bytearray | memoryview,
         known: str | None,
@@ -637,7 +637,7 @@ class LocalObjectStore(ObjectStore):
         self._write_tensor(source, span, known, whole if whole_pending else None, buffer, label)
         return part(known)
 
-    def _reusable(self, digest: str, span: TensorSpan, previous: dict[str, Part]) -> Part | None:
+    def _reusable(self, digest: str, span: TensorInfo, previous: dict[str, Part]) -> Part | None:
         """The stored form of a tensor the store already holds: a whole object, or the parent's delta."""
         if self._has_plain(digest):
             self._touch(self._path(digest))
@@ -649,7 +649,7 @@ class LocalObjectStore(ObjectStore):
             return Part(digest, span.nbytes, span.name, span.dtype, span.shape, old.base, old.delta, old.shuffle)
         return None
 
-    def _delta_base(self, span: TensorSpan, previous: dict[str, Part]) -> str | None:
+    def _delta_base(self, span: TensorInfo, previous: dict[str, Part]) -> str | None:
         """A fully stored tensor of the same name, shape and dtype in the parent version, if any."""
         old = previous.get(span.name)
         if old is None or span.nbytes < DELTA_MIN_BYTES or old.size != span.nbytes:
@@ -660,7 +660,7 @@ class LocalObjectStore(ObjectStore):
         return base if base is not None and self._has_plain(base) else None
 
     def _write_tensor(
-        self, source: BinaryIO, span: TensorSpan, digest: str, whole: Hasher | None, buffer: bytearray | memoryview, label: str
+        self, source: BinaryIO, span: TensorInfo, digest: str, whole: Hasher | None, buffer: bytearray | memoryview, label: str
     ) -> None:
         def fill(sink: _Sink) -> None:
             hasher = self._hasher()
@@ -681,7 +681,7 @@ class LocalObjectStore(ObjectStore):
     def _try_delta(
         self,
         source: BinaryIO,
-        span: TensorSpan,
+        span: TensorInfo,
         base: str,
         digest: str,
         whole: Hasher | None,

@@ -53,7 +53,8 @@ DTYPE_BITS: dict[str, int] = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor of the header; ``begin``/``end`` are relative to the data section."""
+    """One tensor of the header; ``begin``/``end`` are relative to the data section as parsed,
+    and to the start of the file once :meth:`in_file` moved them (the store's layout)."""
 
     name: str
     dtype: str
@@ -64,6 +65,10 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.end - self.begin
+
+    def in_file(self, data_start: int) -> TensorInfo:
+        """The same tensor with offsets from the start of the file."""
+        return TensorInfo(self.name, self.dtype, self.shape, data_start + self.begin, data_start + self.end)
 
 
 @dataclass(frozen=True)
