@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -211,3 +212,26 @@ def test_warm_resolve_is_far_under_a_millisecond(deploy: DeployProject) -> None:
         samples.append(time.perf_counter() - started)
     samples.sort()
     assert samples[int(len(samples) * 0.99)] < 0.001
+
+
+def test_gc_removes_live_copies_no_alias_keeps_once_unused(deploy: DeployProject) -> None:
+    v1 = _full_project(deploy)  # prod -> v1
+    tether.resolve("prod", project_dir=deploy.root)
+    v2 = deploy.prompt_version("Version two.\n")
+    tether.resolve(v2, project_dir=deploy.root)  # a live copy that no alias keeps
+    v3 = deploy.prompt_version("Version three.\n")
+    tether.resolve(v3, project_dir=deploy.root)  # loaded just now: inside the grace period
+    live_root = deploy.root / ".tether" / "live"
+    staging = live_root / ".staging-killed"
+    staging.mkdir()
+    long_ago = time.time() - 7200
+    for path in (live_root / v1, live_root / v2, staging):
+        os.utime(path, (long_ago, long_ago))
+
+    assert deploy.json("gc", "--dry-run")["live_removed"] == [v2]
+    assert (live_root / v2).is_dir() and staging.is_dir()
+    text = deploy.run("gc").stdout
+    assert f"removed the live copies of 1 version(s) no alias keeps: {v2[:12]}" in text
+    assert not (live_root / v2).exists() and not staging.exists()
+    assert (live_root / v1).is_dir() and (live_root / v3).is_dir()  # prod's target; recently loaded
+    assert sorted(path.name for path in live_root.iterdir()) == sorted([v1, v3])

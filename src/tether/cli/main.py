@@ -362,6 +362,9 @@ def gc(
             verb = "would remove" if dry_run else "removed"
             typer.echo(f"gc: {verb} {len(report.removed)} objects ({report.bytes_freed:,} bytes), kept {report.kept}"
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
+            if report.live_removed:
+                typer.echo(f"gc: {verb} the live copies of {len(report.live_removed)} version(s) no alias keeps: "
+                           + ", ".join(version_id[:12] for version_id in report.live_removed))
             for alias in sorted({item["alias"] for item in report.protected}):
                 kept = [item["version_id"][:12] for item in report.protected if item["alias"] == alias]
                 typer.echo(f"gc: protected the last {len(kept)} rollback target(s) of alias {alias}: {', '.join(kept)}")

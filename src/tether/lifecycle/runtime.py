@@ -14,6 +14,7 @@ committed with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -393,6 +394,8 @@ class _Source:
                     shutil.rmtree(staging, ignore_errors=True)
             _verify_folder(folder, snapshots, version_id)
             self.verified.add(version_id)
+            with contextlib.suppress(OSError):
+                os.utime(folder)  # "last loaded", which gc's grace period counts from
         manifest = self.project.manifest(version_id)
         return LiveVersion(
             version_id,
@@ -478,3 +481,43 @@ def clear_cache() -> None:
         for source in _SOURCES.values():
             source.project.close()
         _SOURCES.clear()
+
+
+def clean_live(dot: Path, keep: set[str], grace_seconds: float, dry_run: bool = False) -> list[str]:
+    """Remove the live copies (``.tether/live/<version>``) of versions no alias keeps, once no
+    process has loaded them for ``grace_seconds``, and staging folders of killed loaders.
+
+    A copy is first renamed away, then deleted, so a concurrent ``resolve`` sees either the whole
+    folder or none (and materializes it again). Returns the version IDs removed.
+    """
+    from tether.ids import is_digest
+
+    root = dot / LIVE_DIR
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - grace_seconds
+    removed: list[str] = []
+    for child in sorted(root.iterdir()):
+        try:
+            old = child.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if not old:
+            continue
+        if child.name.startswith((".staging-", ".removing-")):
+            if not dry_run:
+                shutil.rmtree(child, ignore_errors=True)
+            continue
+        if not is_digest(child.name) or child.name in keep:
+            continue
+        removed.append(child.name)
+        if dry_run:
+            continue
+        doomed = root / f".removing-{uuid.uuid4().hex}"
+        try:
+            os.rename(child, doomed)
+        except OSError:
+            removed.pop()
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed

@@ -865,7 +865,8 @@ class Project:
 
     def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None) -> GcReport:
         """Remove objects no version refers to, once older than the grace period (so an in-flight
-        commit's fresh objects are never taken), and temporary files of killed writers.
+        commit's fresh objects are never taken), temporary files of killed writers, and the
+        ``tether.resolve`` copies of versions no alias keeps that nothing loaded within it.
 
         Never while a commit is in flight (gc waits for the commit lock, then refuses); the parts
         of every file kept are kept.
@@ -901,6 +902,10 @@ class Project:
                 self.store.delete(digest)
         if not dry_run:
             report.temporary_removed = self.store.clean_temporary(grace_seconds)
+        from tether.lifecycle.runtime import clean_live
+
+        kept_live = {item["version_id"] for item in report.protected}
+        report.live_removed = clean_live(self.dot, kept_live, grace_seconds, dry_run)
         return report
 
 

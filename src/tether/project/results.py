@@ -155,6 +155,7 @@ class GcReport:
     temporary_removed: int = 0
     dry_run: bool = False
     protected: list[dict[str, str]] = field(default_factory=list)  # {"alias", "version_id"}: rollback targets kept
+    live_removed: list[str] = field(default_factory=list)  # versions whose tether.resolve copy was removed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
