@@ -127,3 +127,16 @@ def test_a_sigio_handler_of_the_host_program_is_kept(tmp_path: Path) -> None:
         assert seen == [signal.SIGIO]
     finally:
         signal.signal(signal.SIGIO, previous)
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _big(tmp_path / "big.bin")
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise OSError(19, "No such device")  # as a file system without mmap answers
+
+    monkeypatch.setattr(fileview.mmap, "mmap", refuse)
+    with open_blocks(tmp_path / "big.bin") as blocks:
+        assert not blocks.mapped
+        assert blocks.digest() == blake3.blake3(data).hexdigest()
+    assert signal.getsignal(signal.SIGIO) == signal.SIG_DFL  # the lease was given back

@@ -198,7 +198,13 @@ def open_blocks(path: str | os.PathLike[str], label: str | None = None) -> Itera
         size = os.fstat(fd).st_size
         if size >= max(MAP_MIN_BYTES, 1) and lease.take(fd):
             size = os.fstat(fd).st_size  # under the lease the size can no longer move
-        blocks = _MappedBlocks(fd, name, size, lease) if lease.held and size > 0 else FileBlocks(fd, name, size)
+        if lease.held and size > 0:
+            try:
+                blocks = _MappedBlocks(fd, name, size, lease)
+            except (OSError, ValueError):  # a file system that cannot map files: read it instead
+                lease.give_back()
+        if blocks is None:
+            blocks = FileBlocks(fd, name, size)
         yield blocks
     finally:
         if isinstance(blocks, _MappedBlocks):
