@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from tether.components.base import ComponentError
 from tether.ids import FileBlocks, FileChangedError, Hasher, open_blocks
 from tether.ids.fileview import STEP
+from tether.ids.hashing import BLOCK_SIZE
 from tether.store.safetensors_header import (
     DTYPE_BITS,
     MAX_HEADER_SIZE,
@@ -25,9 +26,6 @@ from tether.store.safetensors_header import (
     check_length,
     parse_header,
 )
-
-#: block size for streams compared byte by byte (diffs)
-BLOCK_SIZE = 8 * 1024 * 1024
 
 __all__ = ["DTYPE_BITS", "MAX_HEADER_SIZE", "Header", "TensorInfo", "read_header", "read_table", "table_from_blocks"]
 

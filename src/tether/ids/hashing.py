@@ -1,4 +1,4 @@
-"""BLAKE3 digests of bytes, files and canonical JSON.
+"""BLAKE3 digests of bytes and canonical JSON (files: :mod:`tether.ids.fileview`).
 
 Files are hashed in large blocks so BLAKE3 can use every core; the digest never depends on the
 block size or thread count, only on the bytes.
@@ -7,7 +7,7 @@ block size or thread count, only on the bytes.
 from __future__ import annotations
 
 import re
-from typing import Any, BinaryIO
+from typing import Any
 
 import blake3
 
@@ -45,30 +45,3 @@ def digest_bytes(data: bytes | bytearray | memoryview) -> str:
 def digest_json(value: Any) -> str:
     """Digest of the canonical JSON form of ``value``."""
     return digest_bytes(canonical_bytes(value))
-
-
-def digest_stream(stream: BinaryIO, block_size: int = BLOCK_SIZE) -> tuple[str, int]:
-    """Digest and length of a stream, read block by block (never whole).
-
-    One buffer is reused (``readinto``): allocating a fresh block per read costs more than
-    hashing it, since every new allocation first-touches fresh memory.
-    """
-    hasher = Hasher()
-    size = 0
-    readinto = getattr(stream, "readinto", None)
-    if readinto is None:
-        while True:
-            block = stream.read(block_size)
-            if not block:
-                break
-            hasher.update(block)
-            size += len(block)
-        return hasher.hexdigest(), size
-    view = memoryview(bytearray(block_size))
-    while True:
-        count = readinto(view)
-        if not count:
-            break
-        hasher.update(view[:count])
-        size += count
-    return hasher.hexdigest(), size
