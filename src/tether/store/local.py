@@ -994,7 +994,10 @@ class LocalObjectStore(ObjectStore):
             fcntl.ioctl(handle.fileno(), _FICLONE, source.fileno())
         except OSError as exc:
             if exc.errno in _NO_REFLINK:
-                self._reflink = False
+                # EXDEV is about this destination (another file system), not about the store's:
+                # a later destination beside the store may still clone.
+                if exc.errno != errno.EXDEV:
+                    self._reflink = False
                 return False
             raise
         return True
