@@ -7,12 +7,14 @@ the pages behind the cursor dropped from this process so resident memory stays f
 
 A mapped file that another process truncates would kill the reader (SIGBUS) instead of giving
 a clear error, so a file is mapped only under a Linux read lease: while it is held, any other
-open for writing or truncate waits, and the kernel tells this process (SIGIO). The reader then
-stops at the next block, gives the lease back (the writer goes on) and raises
-:class:`FileChangedError`. Where no lease can be had (someone still has the file open for
-writing, another owner, a file system without leases, a thread other than the main one, not
-Linux), the file is read with ``pread`` into one reusable buffer, and callers compare the
-file's size and mtime before and after, as they do for every file.
+open for writing or truncate waits, and the kernel tells this process, on a real-time signal
+that nothing else in the process uses (``F_SETSIG``; not SIGIO, which the host program may get
+for reasons of its own). The reader then stops at the next block, gives the lease back (the
+writer goes on) and raises :class:`FileChangedError`. Where no lease can be had (someone still
+has the file open for writing, another owner, a file system without leases, no free real-time
+signal, a thread other than the main one, not Linux), the file is read with ``pread`` into one
+reusable buffer, and callers compare the file's size and mtime before and after, as they do for
+every file.
 """
 
 from __future__ import annotations
@@ -128,32 +130,77 @@ class _MappedBlocks(FileBlocks):
             self._map.close()
 
 
+def _free_signal() -> int | None:
+    """A real-time signal that nothing in this process handles, ignores or blocks, or None.
+
+    Free means: Python's table says ``SIG_DFL`` (``None`` there is a handler installed outside
+    Python), the kernel agrees that it is neither caught nor ignored (a C library may have set a
+    handler since Python started; ``/proc/self/status`` shows it), and the main thread does not
+    block it (a blocked signal would never tell us of the break). When none is free, no lease is
+    taken and the file is read with ``pread``: falling back to SIGIO would again take any SIGIO
+    the host program receives for a lease break (a spurious refusal), while the read route is
+    always correct, only slower.
+    """
+    elsewhere = 0  # bit n-1 set: signal n is caught or ignored by the kernel's account
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith((b"SigCgt:", b"SigIgn:")):
+                elsewhere |= int(line.split()[1], 16)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    for signum in range(signal.SIGRTMIN, signal.SIGRTMAX + 1):
+        if (
+            signal.getsignal(signum) == signal.SIG_DFL
+            and not elsewhere >> (signum - 1) & 1
+            and signum not in blocked
+        ):
+            return signum
+    return None
+
+
 class _Lease:
-    """A Linux read lease on one file, broken (and noticed) when another process wants to write."""
+    """A Linux read lease on one file, broken (and noticed) when another process wants to write.
+
+    The kernel reports the break on a real-time signal of this lease's own (see
+    :func:`_free_signal`), so no other signal the process receives is mistaken for a break. Only
+    a signal whose handler is ``SIG_DFL`` is chosen, so there is no earlier handler to chain; the
+    default action of a real-time signal is to end the process, so our handler is installed
+    before ``F_SETSIG``/``F_SETLEASE`` and put back only after both are undone.
+    """
 
     _F_SETLEASE = getattr(__import__("fcntl"), "F_SETLEASE", 1024) if sys.platform == "linux" else 0
+    _F_SETSIG = getattr(__import__("fcntl"), "F_SETSIG", 10) if sys.platform == "linux" else 0
 
     def __init__(self) -> None:
         self.broken = False
+        self.signum = 0  # the real-time signal watched while the lease is held (0: none)
         self._previous: Any = None
         self._fd = -1
 
     def take(self, fd: int) -> bool:
-        """True when the lease is held (and SIGIO watched); False to read without mapping."""
+        """True when the lease is held (and its signal watched); False to read without mapping."""
         if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
             return False
         import fcntl
 
-        if signal.getsignal(signal.SIGIO) is None:  # a handler installed outside Python: leave it be
+        signum = _free_signal()
+        if signum is None:
             return False
         try:
-            self._previous = signal.signal(signal.SIGIO, self._on_break)
+            self._previous = signal.signal(signum, self._on_break)
         except (ValueError, OSError):
+            return False
+        self.signum = signum
+        try:
+            fcntl.fcntl(fd, self._F_SETSIG, signum)  # before the lease: a break must never be a SIGIO
+        except OSError:
+            self._restore_handler()
             return False
         try:
             fcntl.fcntl(fd, self._F_SETLEASE, fcntl.F_RDLCK)
         except OSError:  # open for writing elsewhere, not ours, or no leases on this file system
-            signal.signal(signal.SIGIO, self._previous)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, self._F_SETSIG, 0)
+            self._restore_handler()
             return False
         self._fd = fd
         return True
@@ -164,8 +211,6 @@ class _Lease:
 
     def _on_break(self, signum: int, frame: FrameType | None) -> None:
         self.broken = True
-        if callable(self._previous):
-            self._previous(signum, frame)
 
     def check(self, path: str) -> None:
         if self.broken:
@@ -173,15 +218,26 @@ class _Lease:
             raise FileChangedError(f"{path}: another process opened it for writing while it was being read")
 
     def give_back(self) -> None:
-        """Release the lease first (no SIGIO can follow), then restore the old handler."""
+        """Release the lease and reset ``F_SETSIG`` first (no signal can follow), then restore the handler."""
         if self._fd < 0:
             return
         import fcntl
 
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._fd, self._F_SETLEASE, fcntl.F_UNLCK)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._fd, self._F_SETSIG, 0)
         self._fd = -1
-        signal.signal(signal.SIGIO, self._previous)
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        """Put the signal's earlier handler back; a break still pending is dropped, not fatal."""
+        if not self.signum:
+            return
+        if self._previous == signal.SIG_DFL:
+            signal.signal(self.signum, signal.SIG_IGN)  # discards a pending one (default: terminate)
+        signal.signal(self.signum, self._previous)
+        self.signum = 0
 
 
 @contextlib.contextmanager
