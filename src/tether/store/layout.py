@@ -229,16 +229,34 @@ def element_size(dtype: str, nbytes: int) -> int:
 
 
 def shuffle_bytes(out: memoryview, data: memoryview, stride: int) -> None:
-    """Group byte ``i`` of every ``stride``-byte element together: ``b0 b0 ... b1 b1 ...``."""
+    """Group byte ``i`` of every ``stride``-byte element together: ``b0 b0 ... b1 b1 ...``.
+
+    Two-byte elements (F16, BF16: most weights) are split with 16-bit arithmetic, others plane
+    by plane; both run at memory speed, unlike a byte-wise transpose (several times slower).
+    """
     import numpy as np
 
-    src = np.frombuffer(data, dtype=np.uint8).reshape(-1, stride)
-    np.copyto(np.frombuffer(out, dtype=np.uint8).reshape(stride, -1), src.T)
+    planes = np.frombuffer(out, dtype=np.uint8).reshape(stride, -1)
+    if stride == 2:
+        words = np.frombuffer(data, dtype="<u2")  # byte 0 is the low byte, whatever the machine
+        np.bitwise_and(words, 0xFF, out=planes[0], casting="unsafe")
+        np.right_shift(words, 8, out=planes[1], casting="unsafe")
+        return
+    source = np.frombuffer(data, dtype=np.uint8)
+    for index in range(stride):
+        planes[index] = source[index::stride]
 
 
 def unshuffle_bytes(out: memoryview, data: memoryview, stride: int) -> None:
     """The inverse of :func:`shuffle_bytes`."""
     import numpy as np
 
-    src = np.frombuffer(data, dtype=np.uint8).reshape(stride, -1)
-    np.copyto(np.frombuffer(out, dtype=np.uint8).reshape(-1, stride), src.T)
+    planes = np.frombuffer(data, dtype=np.uint8).reshape(stride, -1)
+    if stride == 2:
+        words = np.frombuffer(out, dtype="<u2")
+        np.left_shift(planes[1], 8, out=words, dtype="<u2")
+        np.bitwise_or(words, planes[0], out=words)
+        return
+    target = np.frombuffer(out, dtype=np.uint8)
+    for index in range(stride):
+        target[index::stride] = planes[index]

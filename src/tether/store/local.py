@@ -18,6 +18,7 @@ import fcntl
 import io
 import logging
 import os
+import queue
 import secrets
 import tempfile
 import threading
@@ -274,6 +275,13 @@ def _write_all(fd: int, view: memoryview) -> None:
             _disable_direct(fd)  # the filesystem accepted the flag but not the write
 
 
+class _Cancelled(Exception):
+    """The writing side of an assembly failed: its reader stops quietly."""
+
+
+#: blocks in flight between the reader and the writer of an assembly
+_RING_SLOTS = 3
+
 #: objects at least this large are written with :class:`_DirectWriter`
 DIRECT_MIN = 4 * 1024 * 1024
 
@@ -313,6 +321,22 @@ class LocalObjectStore(ObjectStore):
         if scratch is None:
             scratch = self._local.scratch = (bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE), bytearray(BLOCK_SIZE))
         return scratch  # type: ignore[no-any-return]
+
+    def _take_decode_scratch(self) -> tuple[memoryview, ...]:
+        """Four block-sized buffers for decoding one delta; given back by the reader when it
+        closes and reused by the next (a fresh set per part costs more in first-touched memory
+        than the decoding itself). Readers open side by side (a diff) each get their own."""
+        free: list[tuple[memoryview, ...]] | None = getattr(self._local, "decode_scratch", None)
+        if free:
+            return free.pop()
+        return tuple(memoryview(bytearray(BLOCK_SIZE)) for _ in range(4))
+
+    def _give_back_decode_scratch(self, scratch: tuple[memoryview, ...]) -> None:
+        free: list[tuple[memoryview, ...]] | None = getattr(self._local, "decode_scratch", None)
+        if free is None:
+            free = self._local.decode_scratch = []
+        if len(free) < 2:
+            free.append(scratch)
 
     def _writer(self, fd: int, size: int) -> BinaryIO:
         """A direct writer for large objects, a plain buffered file for small ones."""
@@ -886,20 +910,89 @@ class LocalObjectStore(ObjectStore):
         return True
 
     def _assemble(self, recipe: Recipe, sink: _Sink | None) -> None:
-        """Rebuild a file part by part, checking each part's digest and then the whole file's."""
-        whole = Hasher()
-        buffer = self._aligned_buffers()[0]
+        """Rebuild a file part by part, checking each part's digest and then the whole file's.
+
+        With a sink, parts are read and verified on a second thread while this one writes:
+        reading objects (and decoding deltas), hashing and the durable write then overlap
+        instead of taking turns. The caller keeps the file out of sight until this returns.
+        """
+        if sink is None:
+            buffer = self._aligned_buffers()[0]
+            for _ in self._verified_blocks(recipe, lambda: buffer):
+                pass
+            return
         direct = isinstance(sink, _DirectWriter)
+        slots: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        ready: queue.SimpleQueue[tuple[memoryview, memoryview] | BaseException | None] = queue.SimpleQueue()
+        for slot in self._ring():
+            slots.put(slot)
+
+        taken: list[memoryview] = []
+
+        def take_slot() -> memoryview:
+            slot = slots.get()
+            if slot is None:
+                raise _Cancelled
+            taken.append(slot)
+            return slot
+
+        def produce() -> None:
+            try:
+                for block in self._verified_blocks(recipe, take_slot):
+                    ready.put((taken.pop(), block))
+                ready.put(None)
+            except _Cancelled:
+                pass
+            except BaseException as exc:  # handed to the writing thread, which raises it
+                ready.put(exc)
+
+        reader = threading.Thread(target=produce, name="tether-assemble", daemon=True)
+        reader.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                slot, block = item
+                if direct:
+                    sink.write(block, aligned=True)  # type: ignore[call-arg]
+                else:
+                    sink.write(block)
+                block.release()
+                slots.put(slot)
+        except BaseException:
+            slots.put(None)  # the reader stops at its next block
+            raise
+        finally:
+            reader.join()
+
+    def _ring(self) -> list[memoryview]:
+        """Page-aligned blocks the assembling reader fills while the writer drains them (allocated
+        once per store and thread: first-touching fresh memory costs more than the bytes)."""
+        ring = getattr(self._local, "ring", None)
+        if ring is None:
+            import mmap
+
+            whole = memoryview(mmap.mmap(-1, _RING_SLOTS * BLOCK_SIZE))
+            ring = self._local.ring = [whole[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE] for i in range(_RING_SLOTS)]
+        return ring  # type: ignore[no-any-return]
+
+    def _verified_blocks(self, recipe: Recipe, next_buffer: Callable[[], memoryview]) -> Iterator[memoryview]:
+        """The recipe's bytes in order, each block read into ``next_buffer()``; every part's
+        digest is checked after its last block, the whole file's after the last part."""
+        whole = Hasher()
         for part in recipe.parts:
             hasher = Hasher()
+            label = f"object {part.digest}"
             with _open_part(self, part) as reader:
-                for block in _blocks(reader, part.size, buffer, f"object {part.digest}"):  # type: ignore[arg-type]
+                remaining = part.size
+                while remaining:
+                    slot = next_buffer()
+                    block = slot[: min(remaining, len(slot))]
+                    _read_exactly(reader, block, label)  # type: ignore[arg-type]
+                    remaining -= len(block)
                     hasher.update(block)
                     whole.update(block)
-                    if direct:
-                        sink.write(block, aligned=True)  # type: ignore[call-arg]
-                    elif sink is not None:
-                        sink.write(block)
+                    yield block
             if hasher.hexdigest() != part.digest:
                 raise ObjectCorruptError(
                     f"object {recipe.digest} is corrupt: its part {part.digest} (tensor {part.tensor}) "
@@ -1081,10 +1174,13 @@ class _DeltaReader:
         self._remaining = part.size
         self._label = f"object {part.delta}"
         size = min(BLOCK_SIZE, max(part.size, 1))
-        self._coded = bytearray(size)
-        self._xored = bytearray(size) if part.shuffle > 1 else self._coded
-        self._base_block = bytearray(size)
-        self._decoded = bytearray(size)
+        self._store = store
+        self._scratch: tuple[memoryview, ...] | None = store._take_decode_scratch()
+        coded, xored, base_block, decoded = self._scratch
+        self._coded = coded[:size]
+        self._xored = xored[:size] if part.shuffle > 1 else self._coded
+        self._base_block = base_block[:size]
+        self._decoded = decoded[:size]
         self._start = 0
         self._end = 0
 
@@ -1133,6 +1229,9 @@ class _DeltaReader:
         self._delta.close()
         self._raw.close()
         self._base.close()
+        if self._scratch is not None:  # this thread's next reader takes it over
+            scratch, self._scratch = self._scratch, None
+            self._store._give_back_decode_scratch(scratch)
 
     def __enter__(self) -> _DeltaReader:
         return self
