@@ -228,6 +228,9 @@ def test_gc_removes_live_copies_no_alias_keeps_once_unused(deploy: DeployProject
     for path in (live_root / v1, live_root / v2, staging):
         os.utime(path, (long_ago, long_ago))
 
+    # This process resolved v2 and may still read it: kept, however old its last load.
+    assert deploy.json("gc", "--dry-run")["live_removed"] == []
+    runtime.clear_cache()  # the process lets go of what it resolved
     assert deploy.json("gc", "--dry-run")["live_removed"] == [v2]
     assert (live_root / v2).is_dir() and staging.is_dir()
     text = deploy.run("gc").stdout
@@ -235,3 +238,34 @@ def test_gc_removes_live_copies_no_alias_keeps_once_unused(deploy: DeployProject
     assert not (live_root / v2).exists() and not staging.exists()
     assert (live_root / v1).is_dir() and (live_root / v3).is_dir()  # prod's target; recently loaded
     assert sorted(path.name for path in live_root.iterdir()) == sorted([v1, v3])
+
+
+def test_gc_keeps_the_live_copy_a_running_process_holds_until_it_is_killed(deploy: DeployProject) -> None:
+    """A service resolved a version by ID long ago and still serves it: gc must not pull the files
+    out from under it, and must not need the service's cooperation once it is gone (kill -9)."""
+    import signal
+    import subprocess
+    import sys
+
+    _full_project(deploy)  # prod -> v1
+    v2 = deploy.prompt_version("Version two.\n")
+    service = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, tether; live = tether.resolve(sys.argv[1], project_dir=sys.argv[2]); "
+         "print(live.prompt('system'), flush=True); time.sleep(600)", v2, str(deploy.root)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert service.stdout is not None and service.stdout.readline() == "Version two.\n"
+        live_root = deploy.root / ".tether" / "live"
+        long_ago = time.time() - 7200
+        os.utime(live_root / v2, (long_ago, long_ago))
+        assert deploy.json("gc")["live_removed"] == []
+        assert (live_root / v2 / "prompts" / "system.md").read_text() == "Version two.\n"
+    finally:
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+    assert deploy.json("gc")["live_removed"] == [v2]
+    assert not (live_root / v2).exists()
+    # Resolving it again materializes a fresh copy.
+    assert tether.resolve(v2, project_dir=deploy.root).prompt("system") == "Version two.\n"

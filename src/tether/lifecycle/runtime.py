@@ -15,6 +15,7 @@ committed with.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -362,6 +363,7 @@ class _Source:
         self.policy = load_policy(self.project.file)
         self.lock = threading.Lock()
         self.verified: set[str] = set()  # version IDs verified by this process
+        self.holds: dict[str, int] = {}  # version ID -> its live folder, open under a shared lock
 
     def locate(self, ref: str) -> tuple[str, str | None, Any]:
         """(version ID, alias name or None, change token) for a reference."""
@@ -381,17 +383,15 @@ class _Source:
         live_root = self.project.dot / LIVE_DIR
         folder = live_root / version_id
         if version_id not in self.verified:
-            if not folder.is_dir():
-                staging = live_root / f".staging-{uuid.uuid4().hex}"
-                try:
-                    self.project.checkout(version_id, dest=staging)  # every object verified while copied
-                    try:
-                        os.rename(staging, folder)
-                    except OSError:
-                        if not folder.is_dir():
-                            raise
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+            for _ in range(3):  # a gc may take the folder away between materializing and holding it
+                if not folder.is_dir():
+                    self._materialize(version_id, live_root, folder)
+                hold = _hold(folder)
+                if hold is not None:
+                    self.holds[version_id] = hold
+                    break
+            else:
+                raise VerificationError(f"version {version_id[:12]}: {folder} keeps disappearing while it is loaded")
             _verify_folder(folder, snapshots, version_id)
             self.verified.add(version_id)
             with contextlib.suppress(OSError):
@@ -407,6 +407,47 @@ class _Source:
             environment=_environment(self.project, manifest.environment),
             pinned_packages=self.policy.pinned_packages,
         )
+
+
+    def _materialize(self, version_id: str, live_root: Path, folder: Path) -> None:
+        staging = live_root / f".staging-{uuid.uuid4().hex}"
+        try:
+            self.project.checkout(version_id, dest=staging)  # every object verified while copied
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                if not folder.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def close(self) -> None:
+        for hold in self.holds.values():
+            with contextlib.suppress(OSError):
+                os.close(hold)
+        self.holds.clear()
+        self.project.close()
+
+
+def _hold(folder: Path) -> int | None:
+    """Open ``folder`` under a shared lock for as long as this process may read it (gc removes
+    only folders it can lock exclusively; the kernel drops the lock when the process ends).
+    None when the folder at that path is no longer the one locked (a gc renamed it away)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a gc holds it exclusively
+        if os.path.samestat(os.fstat(fd), os.stat(folder)):
+            return fd
+    except FileNotFoundError:
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 def _environment(project: Any, digest: str | None) -> dict[str, Any] | None:
@@ -479,16 +520,18 @@ def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
         for source in _SOURCES.values():
-            source.project.close()
+            source.close()
         _SOURCES.clear()
 
 
 def clean_live(dot: Path, keep: set[str], grace_seconds: float, dry_run: bool = False) -> list[str]:
     """Remove the live copies (``.tether/live/<version>``) of versions no alias keeps, once no
-    process has loaded them for ``grace_seconds``, and staging folders of killed loaders.
+    process has loaded them for ``grace_seconds`` and no running process holds them, and
+    staging folders of killed loaders.
 
-    A copy is first renamed away, then deleted, so a concurrent ``resolve`` sees either the whole
-    folder or none (and materializes it again). Returns the version IDs removed.
+    A copy is locked exclusively (a process that resolved it holds a shared lock until it
+    ends), renamed away, then deleted, so a concurrent ``resolve`` sees either the whole folder
+    or none (and materializes it again). Returns the version IDs removed.
     """
     from tether.ids import is_digest
 
@@ -510,14 +553,23 @@ def clean_live(dot: Path, keep: set[str], grace_seconds: float, dry_run: bool = 
             continue
         if not is_digest(child.name) or child.name in keep:
             continue
-        removed.append(child.name)
-        if dry_run:
-            continue
-        doomed = root / f".removing-{uuid.uuid4().hex}"
         try:
-            os.rename(child, doomed)
+            fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
-            removed.pop()
             continue
-        shutil.rmtree(doomed, ignore_errors=True)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running process resolved this version and may still read it
+            if not dry_run:
+                doomed = root / f".removing-{uuid.uuid4().hex}"
+                try:
+                    os.rename(child, doomed)
+                except OSError:
+                    continue
+                shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(child.name)
+        finally:
+            os.close(fd)
     return removed
