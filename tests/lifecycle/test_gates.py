@@ -104,6 +104,23 @@ def test_a_rehearsal_of_another_path_or_a_failed_one_does_not_count(deploy: Depl
     assert "rehearsal gate" in deploy.run("promote", v2, "--to", "prod", code=1).stderr
 
 
+def test_a_failed_rehearsal_after_a_passing_one_refuses_the_promotion(deploy: DeployProject) -> None:
+    """The newest rehearsal of a path is the one that counts: a failure recorded after a pass
+    means the path back no longer works (a smoke check broke, an object was corrupted)."""
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)  # passes
+    with Project.open(deploy.root) as project:
+        lifecycle_repository(project.meta).add_rehearsal("prod", v2, v1, "x", _ago(0), False, {"steps": []})
+    report = deploy.json("policy", "check", v2, "--to", "prod", code=1)
+    rehearsal = next(gate for gate in report["gates"] if gate["gate"] == "rehearsal")
+    assert rehearsal["status"] == "failed" and "failed" in rehearsal["detail"]
+    assert "rehearsal gate" in deploy.run("promote", v2, "--to", "prod", code=1).stderr
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)  # rehearsed again, passing
+    deploy.run("promote", v2, "--to", "prod")
+
+
 def _ago(days: float) -> str:
     moment = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")

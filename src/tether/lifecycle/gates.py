@@ -210,46 +210,43 @@ def gate_pinned(ctx: GateContext) -> GateResult:
     return GateResult("pinned-models", PASSED, "every model identity is pinned")
 
 
-def passing_rehearsal(ctx: GateContext) -> tuple[Any | None, Any | None]:
-    """(a passing rehearsal of the path back that is young enough, the newest passing one of any age)."""
-    limit = _dt.timedelta(days=ctx.policy.rehearsal_max_age_days)
-    newest = None
+def latest_rehearsal(ctx: GateContext) -> Any | None:
+    """The newest rehearsal of this path back (candidate -> current), passed or not: a failure
+    recorded after a pass means the path no longer works, whatever the older record said."""
     for record in reversed(ctx.repo.rehearsals(ctx.alias)):
-        if record.from_version != ctx.candidate or record.to_version != ctx.current or not record.passed:
-            continue
-        newest = newest or record
-        if ctx.now - parse_time(record.time) <= limit:
-            return record, newest
-    return None, newest
+        if record.from_version == ctx.candidate and record.to_version == ctx.current:
+            return record
+    return None
 
 
 def gate_rehearsal(ctx: GateContext) -> GateResult:
-    """``standard``/``regulated``: a passing, recent rehearsal of rolling back from the candidate."""
+    """``standard``/``regulated``: the latest rehearsal of rolling back from the candidate passed, recently."""
     if not ctx.policy.requires_rehearsal:
         return GateResult("rehearsal", SKIPPED, f"tier '{ctx.policy.tier}' does not require rehearsed rollbacks")
     if ctx.current is None:
         return GateResult("rehearsal", SKIPPED, f"first target of '{ctx.alias}': there is nothing to roll back to")
-    fresh, newest = passing_rehearsal(ctx)
+    latest = latest_rehearsal(ctx)
     fix = f"tether rollback {ctx.alias} --rehearse --from {ctx.candidate[:12]}"
-    if fresh is None:
-        if newest is not None:
-            age = (ctx.now - parse_time(newest.time)).total_seconds() / 86400
-            detail = (
-                f"the passing rehearsal of {ctx.alias} {ctx.candidate[:12]} -> {ctx.current[:12]} is {age:.1f} days old "
-                f"(limit {ctx.policy.rehearsal_max_age_days:g} days)"
-            )
-        else:
-            detail = f"no passing rehearsal of rolling {ctx.alias} back from {ctx.candidate[:12]} to {ctx.current[:12]}"
+    path = f"{ctx.alias} {ctx.candidate[:12]} -> {ctx.current[:12]}"
+    if latest is None:
+        detail = f"no passing rehearsal of rolling {ctx.alias} back from {ctx.candidate[:12]} to {ctx.current[:12]}"
         return GateResult("rehearsal", FAILED, detail, fix=fix)
-    needs_force = bool(fresh.report.get("needs_force"))
-    detail = f"rehearsal #{fresh.id} at {fresh.time} passed"
+    if not latest.passed:
+        detail = f"the latest rehearsal of {path} (#{latest.id} at {latest.time}) failed"
+        return GateResult("rehearsal", FAILED, detail, fix=fix, evidence={"rehearsal": latest.id, "time": latest.time})
+    age = (ctx.now - parse_time(latest.time)).total_seconds() / 86400
+    if age > ctx.policy.rehearsal_max_age_days:
+        detail = f"the passing rehearsal of {path} is {age:.1f} days old (limit {ctx.policy.rehearsal_max_age_days:g} days)"
+        return GateResult("rehearsal", FAILED, detail, fix=fix)
+    needs_force = bool(latest.report.get("needs_force"))
+    detail = f"rehearsal #{latest.id} at {latest.time} passed"
     if needs_force:
         detail += "; rolling back will need --force --reason (irreversible findings)"
     return GateResult(
         "rehearsal",
         PASSED,
         detail,
-        evidence={"rehearsal": fresh.id, "time": fresh.time, "needs_force": needs_force},
+        evidence={"rehearsal": latest.id, "time": latest.time, "needs_force": needs_force},
     )
 
 
