@@ -31,6 +31,36 @@ def test_rollback_returns_to_the_previous_target_fast_and_prints_the_report(depl
     assert deploy.history()["current"] == v1
 
 
+def test_rolling_back_twice_goes_further_back_never_forward_again(deploy: DeployProject) -> None:
+    """A retried or repeated rollback must not re-deploy the version the first one left."""
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    v3 = deploy.prompt_version("v3\n")
+    _promote_pair(deploy, v1, v2)
+    deploy.rehearse_and_promote(v3)
+    assert deploy.json("rollback", "prod")["to"] == v2
+    assert deploy.json("rollback", "prod")["to"] == v1  # not back to v3
+    assert "no previous target" in deploy.run("rollback", "prod", code=1).stderr
+    assert [move["to"] for move in deploy.history()["moves"]] == [v1, v2, v3, v2, v1]
+
+
+def test_the_deploy_stack_unwinds_rollbacks() -> None:
+    from tether.lifecycle.deploy import deploy_stack
+    from tether.meta.lifecycle import AliasMove
+
+    def move(action: str, source: str | None, target: str) -> AliasMove:
+        return AliasMove("prod", 0, action, source, target, "a", "t", None, {}, False)
+
+    promote = [move("promote", None, "a"), move("promote", "a", "b"), move("promote", "b", "c")]
+    assert deploy_stack(promote) == ["a", "b", "c"]
+    assert deploy_stack([*promote, move("rollback", "c", "b")]) == ["a", "b"]
+    assert deploy_stack([*promote, move("rollback", "c", "a")]) == ["a"]  # rollback --to a
+    # A rollback to a version this line never served replaces the one it left.
+    assert deploy_stack([*promote, move("rollback", "c", "z")]) == ["a", "b", "z"]
+    # Promoting again after a rollback stacks on top of where the rollback landed.
+    assert deploy_stack([*promote, move("rollback", "c", "b"), move("promote", "b", "d")]) == ["a", "b", "d"]
+
+
 def test_rollback_to_a_reference_and_errors(deploy: DeployProject) -> None:
     v1 = deploy.commit("v1")
     v2 = deploy.prompt_version("v2\n")

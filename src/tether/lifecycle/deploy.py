@@ -279,10 +279,13 @@ class Lifecycle:
 
     # ---- rollback and rehearsal ---------------------------------------------------------------------
     def previous_target(self, alias: str) -> str:
-        history = self.repo.history(alias)
-        if not history or history[-1].from_version is None:
+        """What a plain ``rollback`` returns to: the target the current one replaced when it was
+        promoted. Promotions stack up and rollbacks unwind the stack, so rolling back twice goes
+        two steps back and never forward again to the version the first rollback left."""
+        stack = deploy_stack(self.repo.history(alias))
+        if len(stack) < 2:
             raise CheckFailedError(f"alias '{alias}' has no previous target to roll back to; give --to REF")
-        return history[-1].from_version
+        return stack[-2]
 
     def rollback(
         self,
@@ -470,3 +473,23 @@ def protected_objects(project: Any) -> tuple[list[dict[str, Any]], set[str]]:
             for snap in snapshots.values():
                 digests.update(entry.digest for entry in snap.files)
     return entries, digests
+
+
+def deploy_stack(history: list[AliasMove]) -> list[str]:
+    """The targets a chain of rollbacks would return through, oldest first, the current last.
+
+    A promotion pushes its target. A rollback pops the version it left, then unwinds to its
+    target when that is further down the stack, or else pushes it (a rollback to a version
+    the alias never served in this line).
+    """
+    stack: list[str] = []
+    for move in history:
+        if move.action == "rollback":
+            if stack and stack[-1] == move.from_version:
+                stack.pop()
+            if move.to_version in stack:
+                del stack[stack.index(move.to_version) + 1 :]
+                continue
+        if not stack or stack[-1] != move.to_version:
+            stack.append(move.to_version)
+    return stack
