@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from tether.errors import CheckFailedError, DriftError, TetherError, UsageError, VerificationError
+
 if TYPE_CHECKING:
     from tether.lifecycle.runtime import resolve
     from tether.project.core import Project
 
-__all__ = ["Project", "__version__", "resolve"]
+__all__ = [
+    "CheckFailedError",
+    "DriftError",
+    "Project",
+    "TetherError",
+    "UsageError",
+    "VerificationError",
+    "__version__",
+    "resolve",
+]
 
 
 def __getattr__(name: str) -> Any:
