@@ -253,7 +253,8 @@ def test_regulated_requires_a_second_persons_approval(make_deploy: Callable[[str
     v1 = deploy.commit("v1")
     result = deploy.run("promote", v1, "--to", "prod", "--reason", "launch", code=1)
     assert "refused by the approval gate" in result.stderr and f"tether approve {v1[:12]} --for prod" in result.stderr
-    deploy.run("approve", v1, "--for", "prod")  # the promoter approving their own promotion does not count
+    approved = deploy.run("approve", v1, "--for", "prod")  # the promoter approving their own promotion does not count
+    assert "(it counts when someone else promotes)" in approved.stdout
     result = deploy.run("promote", v1, "--to", "prod", "--reason", "launch", code=1)
     assert "cannot approve their own promotion" in result.stderr
     monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")

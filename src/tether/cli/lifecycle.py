@@ -178,7 +178,10 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 emit_json(record.to_json())
                 return
-            typer.echo(f"Approved {_short(record.version_id)} for {record.alias} by {record.approver}")
+            typer.echo(
+                f"Approved {_short(record.version_id)} for {record.alias} by {record.approver} "
+                "(it counts when someone else promotes)"
+            )
 
     policy_app = typer.Typer(help="The tier's gates: what a promotion needs.", no_args_is_help=True)
     app.add_typer(policy_app, name="policy", rich_help_panel="Deploy")
