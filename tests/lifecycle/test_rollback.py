@@ -77,6 +77,9 @@ def test_rollback_to_a_reference_and_errors(deploy: DeployProject) -> None:
     assert "--force needs --reason" in deploy.run("rollback", "prod", "--force", code=2).stderr
     assert "--from: only with --rehearse" in deploy.run("rollback", "prod", "--from", v1, code=2).stderr
     assert "is at" in deploy.run("rollback", "prod", "--expect", v2, code=1).stderr
+    # The alias itself always "matches": refused instead of silently checking nothing.
+    assert "would always match" in deploy.run("rollback", "prod", "--expect", "prod", code=2).stderr
+    assert "would always match" in deploy.run("promote", v2, "--to", "prod", "--expect", "prod~1", code=2).stderr
 
 
 def test_irreversible_migration_refuses_a_plain_rollback_and_force_is_recorded(deploy: DeployProject) -> None:

@@ -173,9 +173,16 @@ class Lifecycle:
             raise ReferenceNotFoundError(f"alias '{alias}': no such alias (promote a version to it first)")
         return state
 
-    def _expect(self, expect: str | None) -> str | None:
+    def _expect(self, expect: str | None, alias: str) -> str | None:
         if expect is None:
             return None
+        from tether.project.refs import split_suffixes
+
+        if split_suffixes(expect)[0] == alias:
+            raise UsageError(
+                f"--expect {expect}: names the alias being moved, so it would always match; "
+                f"give the version ID you expect '{alias}' to be at"
+            )
         try:
             return self.project.resolve(expect)
         except ReferenceNotFoundError as exc:
@@ -218,7 +225,7 @@ class Lifecycle:
         if state is None:
             self._check_new_alias(alias)
         candidate = self.project.resolve(ref)
-        expected = self._expect(expect)
+        expected = self._expect(expect, alias)
         current = state.version_id if state else None
         if expected is not None and expected != current:
             where = current[:12] if current else "nowhere (never promoted)"
@@ -302,7 +309,7 @@ class Lifecycle:
         if reason is not None and not reason.strip():
             raise UsageError("--reason: must not be empty")
         state = self.state(alias)
-        expected = self._expect(expect)
+        expected = self._expect(expect, alias)
         if expected is not None and expected != state.version_id:
             raise CheckFailedError(
                 f"--expect {expect}: alias '{alias}' is at {state.version_id[:12]}, not at {expected[:12]}; nothing moved"
