@@ -53,6 +53,7 @@ def test_lite_needs_nothing_beyond_a_valid_version(make_deploy: Callable[[str], 
     assert statuses == {
         "valid": "passed",
         "pinned-models": "skipped",
+        "retired-models": "skipped",
         "rehearsal": "skipped",
         "eval": "skipped",
         "reason": "skipped",
@@ -76,6 +77,20 @@ def test_production_aliases_are_configurable(deploy: DeployProject) -> None:
     deploy.run("add", "model", "chat", "--set", "provider=openai", "--set", "id=gpt-4o")
     v1 = deploy.commit("v1")
     assert "pinned-models gate" in deploy.run("promote", v1, "--to", "prod-eu", code=1).stderr
+
+
+def test_a_retired_model_is_refused_for_prod(deploy: DeployProject) -> None:
+    deploy.write("tether.toml", deploy.read("tether.toml").replace("gpt-4o-2024-08-06", "gpt-4-0613"))
+    v1 = deploy.commit("v1 on gpt-4-0613")
+    deploy.add_policy('retired_models = ["openai:gpt-4-0613"]')
+    result = deploy.run("promote", v1, "--to", "prod", code=1)
+    assert "refused by the retired-models gate" in result.stderr
+    assert "openai:gpt-4-0613 (retired per policy.retired_models in tether.toml)" in result.stderr
+    report = deploy.json("policy", "check", v1, "--to", "staging")  # not a production alias
+    assert next(g for g in report["gates"] if g["gate"] == "retired-models")["status"] == "skipped"
+    deploy.write("tether.toml", deploy.read("tether.toml").replace('id = "gpt-4-0613"', 'id = "gpt-4o-2024-08-06"', 1))
+    v2 = deploy.commit("v2 on a model the provider serves")
+    deploy.run("promote", v2, "--to", "prod")
 
 
 # ---- rehearsal ---------------------------------------------------------------------------------------

@@ -210,6 +210,34 @@ def gate_pinned(ctx: GateContext) -> GateResult:
     return GateResult("pinned-models", PASSED, "every model identity is pinned")
 
 
+def gate_retired(ctx: GateContext) -> GateResult:
+    """``standard``/``regulated``: no hosted model known to be retired on a production alias
+    (its provider no longer serves it: every request would fail)."""
+    if not ctx.policy.requires_pinned_models:
+        return GateResult("retired-models", SKIPPED, f"tier '{ctx.policy.tier}' does not check model retirement")
+    if ctx.alias not in ctx.policy.production_aliases:
+        shown = ", ".join(ctx.policy.production_aliases)
+        return GateResult("retired-models", SKIPPED, f"'{ctx.alias}' is not a production alias ({shown})")
+    from tether.lifecycle.reversibility import model_identity, retired_identities
+
+    snapshots = ctx.project.version_snapshots(ctx.candidate)
+    retired = retired_identities(ctx.project, ctx.policy, snapshots)
+    found = [
+        f"{name}: {identity} (retired per {retired[identity]})"
+        for name, snap in sorted(snapshots.items())
+        if snap.kind == "model" and (identity := model_identity(snap.spec)) in retired
+    ]
+    if found:
+        return GateResult(
+            "retired-models",
+            FAILED,
+            f"retired model refused for '{ctx.alias}': {found[0]}",
+            fix="move the component to a model the provider still serves and commit a new version",
+            evidence={"retired": found},
+        )
+    return GateResult("retired-models", PASSED, "no model the candidate names is known to be retired")
+
+
 def latest_rehearsal(ctx: GateContext) -> Any | None:
     """The newest rehearsal of this path back (candidate -> current), passed or not: a failure
     recorded after a pass means the path no longer works, whatever the older record said."""
@@ -307,6 +335,7 @@ def gate_approval(ctx: GateContext) -> GateResult:
 GATES: tuple[Callable[[GateContext], GateResult], ...] = (
     gate_valid,
     gate_pinned,
+    gate_retired,
     gate_rehearsal,
     gate_eval,
     gate_reason,

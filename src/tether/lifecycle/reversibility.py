@@ -109,7 +109,8 @@ class ReversibilityReport:
         }
 
 
-def _identity(spec: dict[str, Any]) -> str | None:
+def model_identity(spec: dict[str, Any]) -> str | None:
+    """``provider:id`` of a hosted model spec, None for weights or a hub reference."""
     if "provider" in spec and "id" in spec:
         return f"{spec['provider']}:{spec['id']}"
     return None
@@ -124,13 +125,13 @@ def retired_identities(project: Any, policy: Any, *snapshot_sets: dict[str, Snap
         retired.setdefault(item, "policy.retired_models in tether.toml")
     for name, decl in project.file.components.items():
         if decl.kind == "model" and decl.spec.get("retired") is True:
-            identity = _identity(decl.spec)
+            identity = model_identity(decl.spec)
             if identity:
                 retired.setdefault(identity, f"components.{name}.retired in tether.toml")
     for snapshots in snapshot_sets:
         for name, snap in snapshots.items():
             if snap.kind == "model" and snap.spec.get("retired") is True:
-                identity = _identity(snap.spec)
+                identity = model_identity(snap.spec)
                 if identity:
                     retired.setdefault(identity, f"component {name} of a recorded version")
     return retired
@@ -178,7 +179,7 @@ def check_reversibility(
             if kind == "index" and before is not None and after is not None and before.kind == after.kind:
                 item.findings.extend(_diff_flag_findings(name, before, after, reader, "index", "REBUILD REQUIRED"))
         if after is not None and after.kind == "model":
-            identity = _identity(after.spec)
+            identity = model_identity(after.spec)
             if identity in retired:
                 level = IRREVERSIBLE if change != "unchanged" else WARNING
                 note = "" if change != "unchanged" else " (the current version serves it too)"
