@@ -374,12 +374,14 @@ class Lifecycle:
                 steps.append({"step": "smoke", "ok": True, "detail": "skipped: no policy.smoke declared", "seconds": 0.0})
         report = check_reversibility(self.project, self.policy, source, target, verify_objects=False)
         blocking = [f"{component}: {finding.message}" for component, finding in report.blocking]
-        steps.append({
-            "step": "reversibility",
-            "ok": not blocking,
-            "detail": f"{report.verdict}" + (f": {blocking[0]}" if blocking else ""),
-            "seconds": 0.0,
-        })
+        if blocking:
+            detail = f"{report.verdict}: {blocking[0]}"
+        elif report.irreversible:
+            component, finding = report.irreversible[0]
+            detail = f"possible with --force --reason only (irreversible: {component}: {finding.message})"
+        else:
+            detail = report.verdict
+        steps.append({"step": "reversibility", "ok": not blocking, "detail": detail, "seconds": 0.0})
         passed = ok and not blocking
         body = {
             "steps": steps,
