@@ -6,18 +6,59 @@ commands that use them, so ``tether --help`` and ``tether --version`` answer at 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from tether import __version__
-from tether.cli.output import emit_json, fail, handled
+from tether.cli.output import click_module, emit_json, fail, handled, usage_failure
 
 if TYPE_CHECKING:
     from tether.project.core import Project
 
+_click = click_module()
+_ARGV = "tether.argv"  # the command line as given, kept in the context's meta (is --json among it?)
+_SHOWS_HELP: tuple[type[Exception], ...] = tuple(
+    cls for cls in (getattr(_click.exceptions, "NoArgsIsHelpError", None),) if cls is not None
+)
+
+
+class _RootGroup(TyperGroup):
+    """The ``tether`` group: Click's usage errors (a missing argument, a bad value, an unknown
+    command or option, at any depth) become tether's one-line error with exit 2, as JSON too
+    under ``--json``, instead of Click's boxed usage block. ``--help`` is untouched."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        argv = list(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except _click.exceptions.ClickException as exc:
+            if isinstance(exc, _SHOWS_HELP):
+                raise
+            usage_failure(exc, argv)
+        ctx.meta[_ARGV] = argv
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _click.exceptions.ClickException as exc:
+            if isinstance(exc, _SHOWS_HELP):
+                raise
+            usage_failure(exc, ctx.meta.get(_ARGV, ()))
+
+
+def _wants_json(ctx: Any) -> bool:
+    argv: Sequence[str] = ctx.meta.get(_ARGV, ())
+    return "--json" in argv
+
+
 app = typer.Typer(
     name="tether",
+    cls=_RootGroup,
     help="Version control for AI systems: one immutable version of the whole behavior.",
     no_args_is_help=True,
     add_completion=False,
@@ -37,12 +78,16 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     directory: Annotated[str, typer.Option("-C", "--project", help="Run as if started in this folder.")] = ".",
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Version control for AI systems."""
+    if not os.path.isdir(directory):
+        problem = "is not a folder" if os.path.exists(directory) else "does not exist"
+        fail(f"-C {directory}: the folder {problem}", 2, _wants_json(ctx))
     _state["dir"] = directory
 
 
@@ -181,6 +226,8 @@ def log(
     as_json: JsonOpt = False,
 ) -> None:
     """Versions reachable from REF, newest first."""
+    if max_count is not None and max_count < 1:
+        fail("-n: must be a positive number", 2, as_json)
     with handled(as_json):
         with _open() as project:
             entries = project.log(ref, limit=max_count)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -48,6 +48,35 @@ def fail(message: str, code: int, as_json: bool = False) -> NoReturn:
         emit_json({"error": message, "exit_code": code})
     sys.stderr.write(f"tether: error: {message}\n")
     raise typer.Exit(code)
+
+
+def click_module() -> Any:
+    """The Click that Typer parses with: Typer 0.2x vendors it as ``typer._click``, older ones use ``click``."""
+    import typer.core
+
+    return getattr(typer.core, "_click", None) or typer.core.click  # type: ignore[attr-defined]
+
+
+def usage_failure(exc: Exception, args: Sequence[str]) -> NoReturn:
+    """A Click error (missing argument or option, bad value, no such command or option) as the same
+    one line as every other error, naming the subcommand; as JSON too when ``--json`` is in ``args``."""
+    click = click_module()
+    assert isinstance(exc, click.exceptions.ClickException)
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]  # "Missing argument" -> "missing argument", as tether's own errors read
+    names: list[str] = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    command = " ".join(name for name in names if name)
+    if command:
+        message = f"{command}: {message}"
+    if isinstance(exc, click.exceptions.UsageError):
+        message += f" (see `tether {command + ' ' if command else ''}--help`)"
+    code = 2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
+    fail(message, code, "--json" in args)
 
 
 def exit_code_for(exc: BaseException) -> int | None:

@@ -207,6 +207,8 @@ class Project:
     def open(cls, path: str | os.PathLike[str] = ".", search_parents: bool = True) -> Project:
         """Open the project at ``path`` (or the nearest folder above it holding ``tether.toml``)."""
         start = Path(path).resolve()
+        if not start.exists():
+            raise UsageError(f"{start}: the folder does not exist")
         candidates = [start, *start.parents] if search_parents else [start]
         for folder in candidates:
             if (folder / PROJECT_FILE).is_file() and (folder / DOT_DIR).is_dir():

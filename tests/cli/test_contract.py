@@ -1,0 +1,99 @@
+"""The command-line contract for bad usage: one line on stderr, exit 2, and the error as JSON under --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ProjectDir
+from tether.cli.main import app
+
+
+def _one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
+    """The single ``tether: error: ...`` line of a failed command (and nothing boxed)."""
+    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tether: error: "), result.stderr
+    assert "Usage:" not in result.stderr and "╭" not in result.stderr
+    return lines[0]
+
+
+# ---- Click usage errors --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["promote"], "ref"),
+        (["promote", "HEAD"], "--to"),
+        (["audit", "erase", "X"], "--reason"),
+        (["nosuchcmd"], "nosuchcmd"),
+        (["log", "-n", "abc"], "--max-count"),
+        (["status", "--bogus"], "--bogus"),
+        (["--bogus", "status"], "--bogus"),
+        (["policy", "nope"], "nope"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(project_dir: ProjectDir, args: list[str], named: str) -> None:
+    line = _one_line_error(project_dir.run(*args, code=None))
+    assert named in line
+    assert project_dir.run(*args, code=None).stdout == ""
+
+
+@pytest.mark.parametrize("args", [["promote", "--json"], ["audit", "erase", "X", "--json"], ["nosuchcmd", "--json"],
+                                  ["log", "-n", "abc", "--json"]])
+def test_usage_errors_under_json_print_the_error_on_stdout(project_dir: ProjectDir, args: list[str]) -> None:
+    result = project_dir.run(*args, code=None)
+    line = _one_line_error(result)
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2
+    assert line == f"tether: error: {error['error']}"
+
+
+def test_usage_errors_name_the_subcommand(project_dir: ProjectDir) -> None:
+    line = _one_line_error(project_dir.run("audit", "erase", "X", code=None))
+    assert "audit erase" in line and "--help" in line
+
+
+def test_help_still_shows_help(project_dir: ProjectDir) -> None:
+    for args in (["--help"], ["promote", "--help"], ["audit", "erase", "-h"]):
+        result = project_dir.run(*args)
+        assert "Usage" in result.stdout
+    # no command at all still shows the help (as before), not a one-line error
+    result = project_dir.runner.invoke(app, [])
+    assert "Usage" in result.stdout + result.stderr and "tether: error" not in result.stderr
+
+
+def test_usage_error_through_the_console_entry_point(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tether.cli.main", "-C", str(tmp_path), "promote", "--json"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["exit_code"] == 2
+    assert result.stderr.startswith("tether: error: ") and len(result.stderr.splitlines()) == 1
+
+
+# ---- small messages ----------------------------------------------------------------------------------
+def test_missing_project_folder_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = ProjectDir(missing).run("status", "--json", code=None)
+    line = _one_line_error(result)
+    assert "does not exist" in line and str(missing) in line and "tether init" not in line
+    assert json.loads(result.stdout)["exit_code"] == 2
+    assert "does not exist" in _one_line_error(ProjectDir(missing).run("history", "prod", code=None))
+    from tether.errors import UsageError
+    from tether.project.core import Project
+
+    with pytest.raises(UsageError, match="the folder does not exist"):
+        Project.open(missing)
+
+
+@pytest.mark.parametrize("count", ["-1", "0"])
+def test_log_count_must_be_positive(prompt_project: ProjectDir, count: str) -> None:
+    prompt_project.run("commit", "-m", "first")
+    assert "-n: must be a positive number" in _one_line_error(prompt_project.run("log", "-n", count, code=None))
+    assert len(json.loads(prompt_project.run("log", "-n", "1", "--json").stdout)) == 1
