@@ -97,3 +97,36 @@ def test_log_count_must_be_positive(prompt_project: ProjectDir, count: str) -> N
     prompt_project.run("commit", "-m", "first")
     assert "-n: must be a positive number" in _one_line_error(prompt_project.run("log", "-n", count, code=None))
     assert len(json.loads(prompt_project.run("log", "-n", "1", "--json").stdout)) == 1
+
+
+def test_head_is_a_reserved_name(prompt_project: ProjectDir) -> None:
+    v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
+    line = _one_line_error(prompt_project.run("promote", v1, "--to", "HEAD", code=None))
+    assert "HEAD is a reserved reference name" in line and "alias name" in line
+    assert "HEAD is a reserved reference name" in _one_line_error(prompt_project.run("branch", "HEAD", code=None))
+
+
+# ---- branch names that would shadow version IDs ---------------------------------------------------
+@pytest.mark.parametrize("name", ["171bbb", "deadbeef", "0123456789abcdef"])
+def test_hex_branch_names_are_refused(prompt_project: ProjectDir, name: str) -> None:
+    v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
+    line = _one_line_error(prompt_project.run("branch", name, code=None))
+    assert f"branch name '{name}'" in line and "version ID" in line
+    assert "version ID" in _one_line_error(prompt_project.run("commit", "-m", "x", "--allow-empty", "--branch", name, code=None))
+    assert "version ID" in _one_line_error(prompt_project.run("promote", v1, "--to", name, code=None))
+    assert name not in json.loads(prompt_project.run("branch", "--json").stdout)["branches"]
+
+
+def test_branch_shaped_like_a_prefix_no_longer_shadows_the_version(prompt_project: ProjectDir) -> None:
+    v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
+    prompt_project.write("prompts/system.md", "Second.\n")
+    prompt_project.run("commit", "-m", "second")
+    prompt_project.run("branch", v1[:6], code=2)
+    assert json.loads(prompt_project.run("log", v1[:6], "--json").stdout)[0]["version_id"] == v1
+
+
+@pytest.mark.parametrize("name", ["release", "abc12", "v1.2", "feature/171bbb", "171bbb-fix", "ABCDEF", "cafe"])
+def test_other_branch_names_still_work(prompt_project: ProjectDir, name: str) -> None:
+    v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
+    prompt_project.run("branch", name)
+    assert json.loads(prompt_project.run("show", name, "--json").stdout)["version_id"] == v1

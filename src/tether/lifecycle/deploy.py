@@ -34,13 +34,14 @@ from tether.meta.lifecycle import (
     RehearsalRecord,
     lifecycle_repository,
 )
-from tether.project.refs import BRANCH_NAME
+from tether.project.refs import name_problem
 
 
 def check_alias_name(name: str) -> None:
-    """Alias names follow branch-name rules and cannot look like reference syntax."""
-    if not name or not BRANCH_NAME.match(name) or name == "HEAD" or "@{" in name or "~" in name or "^" in name:
-        raise UsageError(f"--to {name}: an alias name uses letters, digits, '.', '_', '-' and '/'")
+    """Alias names follow branch-name rules and cannot look like reference syntax (``HEAD``, an ID prefix)."""
+    problem = name_problem(name)
+    if problem:
+        raise UsageError(f"--to {name}: not a valid alias name: {problem}")
 
 
 @dataclass

@@ -55,7 +55,7 @@ from tether.project.projectfile import (
     parse_component,
     render_new_project,
 )
-from tether.project.refs import BRANCH_NAME, resolve_ref
+from tether.project.refs import name_problem, resolve_ref
 from tether.project.results import (
     AddResult,
     CheckoutResult,
@@ -704,8 +704,9 @@ class Project:
 
     # ---- branches ------------------------------------------------------------------------------
     def _check_branch_name(self, name: str) -> None:
-        if not BRANCH_NAME.match(name) or name == "HEAD" or "@{" in name or "~" in name or "^" in name:
-            raise UsageError(f"branch name '{name}': use letters, digits, '.', '_', '-' and '/'")
+        problem = name_problem(name)
+        if problem:
+            raise UsageError(f"branch name '{name}': {problem}")
         from tether.meta.lifecycle import lifecycle_repository
 
         if lifecycle_repository(self.meta).get_alias(name) is not None:
