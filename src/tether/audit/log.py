@@ -55,7 +55,7 @@ from tether.audit.records import (
     salted_digest,
     utc_now,
 )
-from tether.audit.store import AuditStore, CheckpointRow, LeafRow, SQLiteAuditStore
+from tether.audit.store import AuditDataError, AuditStore, CheckpointRow, LeafRow, SQLiteAuditStore
 from tether.audit.tree import TreeView, extend_nodes, frontier, recomputed_leaf_hashes
 from tether.errors import CheckFailedError, ReferenceNotFoundError, UsageError, VerificationError
 
@@ -878,7 +878,11 @@ class AuditLog:
         last = self.store.last_export()
         if last is None:
             return f"no checkpoint was ever exported (audit.checkpoint_export_interval is {interval}s); run `tether audit checkpoint --export FILE`"
-        when = _dt.datetime.strptime(last[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
+        try:
+            when = _dt.datetime.strptime(last[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
+        except ValueError as exc:
+            raise AuditDataError(f"the last checkpoint export: its time {last[0][:40]!r} is not a time tether writes "
+                                 "(changed outside tether)") from exc
         age = (utc_now() - when).total_seconds()
         if age > interval:
             return f"the last checkpoint export ({last[0]}) is older than audit.checkpoint_export_interval ({interval}s)"
@@ -905,6 +909,7 @@ class AuditLog:
                 raise ReferenceNotFoundError(f"request '{request_id}': no record in the audit log")
         proofs = []
         for row in rows:
+            self._record(row)
             checkpoint = self._covering_checkpoint(row.index)
             view = TreeView(self.store)
             path = inclusion_proof(row.index, checkpoint.size, view.subtree)
@@ -946,13 +951,21 @@ class AuditLog:
         }
 
     # ---- queries -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _record(row: LeafRow) -> Record:
+        """The record of a leaf row; a row or record that is not what tether wrote is refused,
+        naming the leaf, rather than shown or used."""
+        if row.damage is not None:
+            raise AuditDataError(f"leaf {row.index}: {row.damage}; run `tether audit verify`", row.index)
+        try:
+            return Record.from_leaf(row.leaf)
+        except ValueError as exc:
+            raise AuditDataError(f"leaf {row.index}: {exc}; run `tether audit verify`", row.index) from exc
+
     def _records(self, rows: list[LeafRow]) -> list[Record]:
         records = []
         for row in rows:
-            try:
-                record = Record.from_leaf(row.leaf)
-            except ValueError as exc:
-                raise VerificationError(f"leaf {row.index}: {exc}; run `tether audit verify`") from exc
+            record = self._record(row)
             if record.type == PURGE:
                 continue
             records.append(record)
@@ -983,10 +996,18 @@ class AuditLog:
         """The kept content of a record's input/output, or how it was erased."""
         out: dict[str, Any] = {}
         for row in self.store.payloads(index):
-            out[row.field] = {"content": decode_payload(row.encoding, row.content), "encoding": row.encoding}
-        for (leaf, name), (when, reason) in self.store.erasures().items():
-            if leaf == index:
-                out[name] = {"erased": when, "reason": reason}
+            if row.damage is not None:
+                raise AuditDataError(f"leaf {index}: its stored payload: {row.damage}; run `tether audit verify`", index)
+            try:
+                out[row.field] = {"content": decode_payload(row.encoding, row.content), "encoding": row.encoding}
+            except ValueError as exc:
+                raise AuditDataError(f"leaf {index}: its stored {row.field} payload is not {row.encoding} ({exc}); "
+                                     "run `tether audit verify`", index) from exc
+        for erasure in self.store.erasures().values():
+            if erasure.index == index:
+                if erasure.damage is not None:
+                    raise AuditDataError(f"leaf {index}: its erasure record: {erasure.damage}; run `tether audit verify`", index)
+                out[erasure.field] = {"erased": erasure.time, "reason": erasure.reason}
         return out
 
     def matches(self, index: int, field_name: str, value: Any) -> bool | None:
@@ -998,7 +1019,7 @@ class AuditLog:
             raise ReferenceNotFoundError(f"leaf {index}: not in the audit log")
         row = rows[0]
         salt = row.input_salt if field_name == "input" else row.output_salt
-        digest = getattr(Record.from_leaf(row.leaf), f"{field_name}_digest")
+        digest = getattr(self._record(row), f"{field_name}_digest")
         if salt is None or digest is None:
             return None
         return salted_digest(salt, encode_payload(value)[1]) == digest
@@ -1018,7 +1039,7 @@ class AuditLog:
         now = format_time(utc_now())
         with self.store.exclusive():
             for row in rows:
-                record = Record.from_leaf(row.leaf)
+                record = self._record(row)
                 for name in fields:
                     if getattr(record, f"{name}_digest") is None:
                         continue
@@ -1043,6 +1064,8 @@ class AuditLog:
         start = self.store.first_index()
         end = start
         for row in self.store.iter_leaves(start):
+            if row.damage is not None:
+                self._record(row)  # refused: the purge would keep a frontier over what it cannot trust
             if row.time >= cutoff:
                 break
             end = row.index + 1
@@ -1079,7 +1102,7 @@ class AuditLog:
         for row in self.store.iter_leaves(self.store.first_index()):
             if (low and row.time < low) or (high and row.time >= high):
                 continue
-            yield row, Record.from_leaf(row.leaf)
+            yield row, self._record(row)
 
     def export_jsonl(self, out: IO[str], start: _dt.datetime | None = None, end: _dt.datetime | None = None,
                      include_payloads: bool = False) -> int:
@@ -1092,7 +1115,13 @@ class AuditLog:
             if include_payloads:
                 payloads = {}
                 for payload in self.store.payloads(row.index):
-                    content = payload.content.decode("utf-8") if payload.encoding != "bytes" else payload.content.hex()
+                    if payload.damage is not None:
+                        raise AuditDataError(f"leaf {row.index}: its stored payload: {payload.damage}; run `tether audit verify`", row.index)
+                    try:
+                        content = payload.content.decode("utf-8") if payload.encoding != "bytes" else payload.content.hex()
+                    except UnicodeDecodeError as exc:
+                        raise AuditDataError(f"leaf {row.index}: its stored {payload.field} payload is not {payload.encoding} "
+                                             "(not UTF-8); run `tether audit verify`", row.index) from exc
                     payloads[payload.field] = {"encoding": payload.encoding, "content": content}
                 line["payloads"] = payloads
             out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")

@@ -33,6 +33,12 @@ _LEAF_KEYS = frozenset({
     "alias", "attributes", "error_type", "index", "input_digest", "latency_us", "output_digest", "prev",
     "request_id", "status", "subject", "time", "type", "v", "version_id",
 })
+_TEXT, _NONE = (str,), (str, type(None))
+_LEAF_TYPES = {  # the JSON types of each field of a leaf, as make_record writes them
+    "alias": _TEXT, "attributes": (dict,), "error_type": _NONE, "index": (int,), "input_digest": _NONE,
+    "latency_us": (int,), "output_digest": _NONE, "prev": _TEXT, "request_id": _TEXT, "status": _TEXT,
+    "subject": _NONE, "time": _TEXT, "type": _TEXT, "v": (int,), "version_id": _TEXT,
+}
 FIRST_PREV = "0" * 64  # the "previous leaf hash" of leaf 0
 MAX_TEXT = 1024
 
@@ -323,6 +329,13 @@ class Record:
             raise ValueError("record is not in canonical form (NaN or infinity)") from exc
         if canonical.encode("utf-8") != leaf:
             raise ValueError("record is not in canonical form")
+        for name, kinds in _LEAF_TYPES.items():
+            value = data[name]
+            if type(value) not in kinds or (type(value) is int and value < 0):
+                raise ValueError(f"field '{name}' holds {json.dumps(value)[:40]}, which tether never writes there")
+        if data["type"] not in (REQUEST, PURGE) or data["status"] not in STATUSES:
+            name = "type" if data["type"] not in (REQUEST, PURGE) else "status"
+            raise ValueError(f"field '{name}' holds {json.dumps(data[name])[:40]}, which tether never writes there")
         return cls(
             index=data["index"],
             type=data["type"],

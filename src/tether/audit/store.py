@@ -5,6 +5,12 @@ its write rate: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, one tr
 fsync) per group of records -- usually a single autocommitted multi-row INSERT after the leaf the
 store wrote last, so a group leaves Python once -- and WAL checkpoints on a background connection. The tree's leaves, the cached interior nodes, payloads, signed
 checkpoints, purges and exports each have a table; the schema has its own version table.
+
+Nothing read back is trusted to be what was written: a value of another type than tether writes
+(text where it writes bytes, a number, NULL, a hash of the wrong length, text that is not UTF-8)
+was put there by someone else. Leaves, checkpoints, payloads and erasures read that way come back
+marked (their ``damage`` says what is wrong, for ``verify`` to report and the other commands to
+refuse); the other tables raise :class:`AuditDataError`.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tether.audit.records import FIRST_PREV, PendingRecord
-from tether.errors import UsageError
+from tether.audit.merkle import HASH_SIZE
+from tether.audit.records import FIRST_PREV, SALT_BYTES, PendingRecord
+from tether.errors import UsageError, VerificationError
 
 SCHEMA_VERSION = 1
 
@@ -32,6 +40,15 @@ class AuditStoreError(UsageError):
     def __init__(self, message: str, damaged: bool = False):
         super().__init__(message)
         self.damaged = damaged  # the file exists but is not an intact audit log
+
+
+class AuditDataError(VerificationError):
+    """A value in the audit database is not one tether writes there: it was changed outside
+    tether. ``leaf`` is the record concerned, when there is one."""
+
+    def __init__(self, message: str, leaf: int | None = None):
+        super().__init__(message)
+        self.leaf = leaf
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,7 @@ class LeafRow:
     version_id: str | None
     input_salt: bytes | None
     output_salt: bytes | None
+    damage: str | None = None  # what a column holds that tether never writes (the other fields are best-effort)
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class CheckpointRow:
     time: str
     previous_size: int | None
     consistency: list[bytes]  # proof from previous_size to size, as stored when signed
+    damage: str | None = None  # what a column holds that tether never writes (size -1 when it is not a size)
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,16 @@ class PayloadRow:
     field: str
     encoding: str
     content: bytes
+    damage: str | None = None  # what a column holds that tether never writes (index -1 when it is not one)
+
+
+@dataclass(frozen=True)
+class ErasureRow:
+    index: int
+    field: str
+    time: str
+    reason: str
+    damage: str | None = None  # what a column holds that tether never writes (index -1 when it is not one)
 
 
 class AuditStore(ABC):
@@ -152,8 +181,9 @@ class AuditStore(ABC):
         """Kept payloads of leaves ``start`` and up, in leaf order."""
 
     @abstractmethod
-    def erasures(self) -> dict[tuple[int, str], tuple[str, str]]:
-        """(leaf index, field) -> (time, reason) of every erased payload."""
+    def erasures(self) -> dict[tuple[object, object], ErasureRow]:
+        """(leaf index, field) -> the erasure of every erased payload (a damaged row keeps the
+        values it holds as its key)."""
 
     @abstractmethod
     def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
@@ -235,8 +265,93 @@ CREATE TABLE IF NOT EXISTS purges (
 CREATE TABLE IF NOT EXISTS exports (id INTEGER PRIMARY KEY, time TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL);
 """
 
+_ENCODINGS = ("text", "bytes", "json")
+_FIELDS = ("input", "output")
+
+
+class _Undecodable(str):
+    """TEXT that is not UTF-8 (tether writes none), read as text with its bytes kept."""
+
+
+def _lenient_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(raw.decode("utf-8", "surrogateescape"))
+
+
+def _held(value: object, quote: bool = True) -> str:
+    """What a stored value is, in words (short text quoted unless ``quote`` is false)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, _Undecodable):
+        return "text that is not UTF-8"
+    if isinstance(value, str):
+        return f"the text {value!r}" if quote and len(value) <= 24 else "text"
+    if isinstance(value, bytes):
+        return "1 byte" if len(value) == 1 else f"{len(value)} bytes"
+    if isinstance(value, int):
+        return f"the integer {value}" if quote else "an integer"
+    if isinstance(value, float):
+        return f"the real number {value}" if quote else "a real number"
+    return type(value).__name__
+
+
+def _wrong(column: str, value: object, expected: str, quote: bool = True) -> str:
+    return f"the {column} column holds {_held(value, quote)} where tether writes {expected}"
+
+
+def _changed(wrong: list[str]) -> str:
+    return "; ".join(wrong) + " (changed outside tether)"
+
+
+def _bytes_of(value: object) -> bytes:
+    """The bytes of a value that should have been a BLOB, for re-hashing it anyway."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else str(value).encode()
+
+
+def _text_of(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _is_hash(value: object) -> bool:
+    return type(value) is bytes and len(value) == HASH_SIZE
+
+
+def _is_salt(value: object) -> bool:
+    return value is None or (type(value) is bytes and len(value) == SALT_BYTES)
+
+
+def _is_index(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _hashes_of(text: object) -> list[bytes] | None:
+    """The hashes of a stored JSON list of hex hashes, or None when it is not one."""
+    if type(text) is not str:
+        return None
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(items, list) or not all(type(item) is str and len(item) == 2 * HASH_SIZE for item in items):
+        return None
+    try:
+        return [bytes.fromhex(item) for item in items]
+    except ValueError:
+        return None
+
+
 _TABLES = ("audit_schema", "meta", "versions", "leaves", "payloads", "erasures", "nodes", "checkpoints", "purges", "exports")
-_LEAF_COLUMNS = "l.idx, l.leaf, l.leaf_hash, l.request_id, l.subject, l.time, v.version_id, l.input_salt, l.output_salt"
+_LEAF_COLUMNS = "l.idx, l.leaf, l.leaf_hash, l.request_id, l.subject, l.time, l.version_ref, v.version_id, l.input_salt, l.output_salt"
 _LEAF_FROM = "leaves l LEFT JOIN versions v ON v.id = l.version_ref"
 
 
@@ -252,8 +367,41 @@ def _insert_sql(table: str, columns: int, rows: int) -> str:
 
 
 def _row(row: tuple) -> LeafRow:  # type: ignore[type-arg]
-    return LeafRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5], row[6],
-                   bytes(row[7]) if row[7] is not None else None, bytes(row[8]) if row[8] is not None else None)
+    index, leaf, hashed, request_id, subject, time, ref, version_id, input_salt, output_salt = row
+    if (type(leaf) is bytes and type(hashed) is bytes and len(hashed) == HASH_SIZE and type(request_id) is str
+            and type(time) is str and (subject is None or type(subject) is str)
+            and ((ref is None and version_id is None) or (type(ref) is int and type(version_id) is str))
+            and _is_salt(input_salt) and _is_salt(output_salt)):
+        return LeafRow(index, leaf, hashed, request_id, subject, time, version_id, input_salt, output_salt)
+    return _damaged_row(row)
+
+
+def _damaged_row(row: tuple) -> LeafRow:  # type: ignore[type-arg]
+    """A leaf row holding what tether never writes: named in ``damage``, the rest best-effort."""
+    index, leaf, hashed, request_id, subject, time, ref, version_id, input_salt, output_salt = row
+    wrong = []
+    if type(leaf) is not bytes:
+        wrong.append(_wrong("leaf", leaf, "bytes"))
+    if not _is_hash(hashed):
+        wrong.append(_wrong("leaf_hash", hashed, f"a {HASH_SIZE}-byte hash"))
+    for name, value, optional in (("request_id", request_id, False), ("subject", subject, True), ("time", time, False)):
+        if type(value) is not str and not (optional and value is None):
+            wrong.append(_wrong(name, value, "text" + (" or NULL" if optional else "")))
+    if ref is not None and type(ref) is not int:
+        wrong.append(_wrong("version_ref", ref, "the number of a stored version"))
+    elif ref is not None and version_id is None:
+        wrong.append(f"its version_ref {ref} names no stored version")
+    elif ref is not None and type(version_id) is not str:
+        wrong.append(f"the versions table holds {_held(version_id)} for its version ID where tether writes text")
+    for name, value in (("input_salt", input_salt), ("output_salt", output_salt)):
+        if not _is_salt(value):
+            wrong.append(_wrong(name, value, f"a {SALT_BYTES}-byte salt or NULL", quote=False))
+    return LeafRow(
+        index, _bytes_of(leaf), _bytes_of(hashed), _text_of(request_id), None if subject is None else _text_of(subject),
+        _text_of(time), version_id if type(version_id) is str else None,
+        None if input_salt is None else _bytes_of(input_salt), None if output_salt is None else _bytes_of(output_salt),
+        _changed(wrong),
+    )
 
 
 class SQLiteAuditStore(AuditStore):
@@ -319,6 +467,23 @@ class SQLiteAuditStore(AuditStore):
         row = self.conn.execute("SELECT MAX(version) FROM audit_schema").fetchone()
         if row is None or row[0] != SCHEMA_VERSION:
             raise AuditStoreError(f"{self.path}: audit log schema {row[0] if row else None} is not the supported {SCHEMA_VERSION}")
+
+    def _fetch(self, sql: str, params: Sequence[object] = (), one: bool = False) -> Any:
+        """Rows of a query. Text that is not UTF-8 (which tether never writes) makes sqlite3 fail
+        the whole read; it is then read again with such text marked, for the caller to report."""
+        with self._lock:
+            try:
+                cursor = self.conn.execute(sql, params)
+                return cursor.fetchone() if one else cursor.fetchall()
+            except sqlite3.OperationalError as exc:
+                if "decode" not in str(exc):
+                    raise
+            self.conn.text_factory = _lenient_text
+            try:
+                cursor = self.conn.execute(sql, params)
+                return cursor.fetchone() if one else cursor.fetchall()
+            finally:
+                self.conn.text_factory = str
 
     # ---- appending -----------------------------------------------------------------------------
     def _version_ref(self, version_id: str) -> int:
@@ -390,8 +555,11 @@ class SQLiteAuditStore(AuditStore):
             if own:
                 conn.execute("BEGIN IMMEDIATE")
             try:
-                last = conn.execute("SELECT idx, leaf_hash FROM leaves ORDER BY idx DESC LIMIT 1").fetchone()
-                start, prev = (last[0] + 1, bytes(last[1]).hex()) if last else (0, FIRST_PREV)
+                last = self._fetch("SELECT idx, leaf_hash FROM leaves ORDER BY idx DESC LIMIT 1", one=True)
+                if last is not None and not _is_hash(last[1]):
+                    raise AuditDataError(f"leaf {last[0]}: {_changed([_wrong('leaf_hash', last[1], f'a {HASH_SIZE}-byte hash')])}: "
+                                         "no record can be chained after it; run `tether audit verify`", last[0])
+                start, prev = (last[0] + 1, last[1].hex()) if last else (0, FIRST_PREV)
                 values, payload_rows, prev = self._rows(batch, start, prev)
                 # Multi-row INSERTs: one statement step per chunk rather than one per record, so the
                 # committer gives up and retakes the GIL a few times per group, not once per row.
@@ -449,11 +617,16 @@ class SQLiteAuditStore(AuditStore):
     def size(self) -> int:
         with self._lock:
             top = self.conn.execute("SELECT MAX(idx) FROM leaves").fetchone()[0]
-            floor = int(self.get_meta("purged_to") or 0)
+            floor = self.first_index()
         return max(floor, top + 1 if top is not None else 0)
 
     def first_index(self) -> int:
-        return int(self.get_meta("purged_to") or 0)
+        value = self.get_meta("purged_to")
+        if value is None:
+            return 0
+        if not (value.isascii() and value.isdigit()):
+            raise AuditDataError(f"meta 'purged_to': {_changed([_wrong('value', value, 'a leaf index')])}")
+        return int(value)
 
     def leaf_count(self) -> int:
         with self._lock:
@@ -463,11 +636,10 @@ class SQLiteAuditStore(AuditStore):
         position = start
         limit = end if end is not None else 1 << 62
         while position < limit:
-            with self._lock:
-                rows = self.conn.execute(
-                    f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx LIMIT ?",
-                    (position, limit, batch),
-                ).fetchall()
+            rows = self._fetch(
+                f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx LIMIT ?",
+                (position, limit, batch),
+            )
             if not rows:
                 return
             for row in rows:
@@ -475,18 +647,17 @@ class SQLiteAuditStore(AuditStore):
             position = rows[-1][0] + 1
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
-        with self._lock:
-            rows = self.conn.execute("SELECT idx, leaf_hash FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)).fetchall()
+        rows = self._fetch("SELECT idx, leaf_hash FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
         if len(rows) != end - start or (rows and (rows[0][0] != start or rows[-1][0] != end - 1)):
-            from tether.errors import VerificationError
-
             missing = sorted(set(range(start, end)) - {row[0] for row in rows})
             raise VerificationError(f"leaf {missing[0] if missing else start}: missing from the audit log (deleted)")
-        return [bytes(row[1]) for row in rows]
+        for index, value in rows:
+            if not _is_hash(value):
+                raise AuditDataError(f"leaf {index}: {_changed([_wrong('leaf_hash', value, f'a {HASH_SIZE}-byte hash')])}", index)
+        return [row[1] for row in rows]
 
     def leaves_by_request(self, request_id: str) -> list[LeafRow]:
-        with self._lock:
-            rows = self.conn.execute(f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.request_id = ? ORDER BY l.idx", (request_id,)).fetchall()
+        rows = self._fetch(f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE l.request_id = ? ORDER BY l.idx", (request_id,))
         return [_row(row) for row in rows]
 
     def find(
@@ -517,56 +688,84 @@ class SQLiteAuditStore(AuditStore):
         sql = f"SELECT {_LEAF_COLUMNS} FROM {_LEAF_FROM} WHERE {' AND '.join(where)} ORDER BY l.time, l.idx"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            rows = self.conn.execute(sql, params).fetchall()
+        rows = self._fetch(sql, params)
         return [_row(row) for row in rows]
 
     # ---- tree nodes --------------------------------------------------------------------------------
+    @staticmethod
+    def _node_hash(level: int, index: object, value: object) -> bytes:
+        if not _is_hash(value) or not _is_index(index):
+            wrong = [] if _is_index(index) else [_wrong("idx", index, "a node index")]
+            wrong += [] if _is_hash(value) else [_wrong("hash", value, f"a {HASH_SIZE}-byte hash")]
+            raise AuditDataError(f"cached tree node (level {level}, index {_text_of(index)}): {_changed(wrong)}")
+        return value  # type: ignore[return-value]
+
     def get_node(self, level: int, index: int) -> bytes | None:
-        with self._lock:
-            row = self.conn.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
-        return bytes(row[0]) if row else None
+        row = self._fetch("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index), one=True)
+        return self._node_hash(level, index, row[0]) if row else None
 
     def node_count(self, level: int) -> int:
-        with self._lock:
-            row = self.conn.execute("SELECT MAX(idx) FROM nodes WHERE level = ?", (level,)).fetchone()
-        return row[0] + 1 if row and row[0] is not None else 0
+        row = self._fetch("SELECT MAX(idx) FROM nodes WHERE level = ?", (level,), one=True)
+        if row is None or row[0] is None:
+            return 0
+        if not _is_index(row[0]):
+            raise AuditDataError(f"cached tree nodes (level {level}): {_changed([_wrong('idx', row[0], 'a node index')])}")
+        return row[0] + 1
 
     def put_nodes(self, nodes: dict[tuple[int, int], bytes]) -> list[tuple[int, int]]:
         conflicts = []
         with self._lock:
             for (level, index), value in nodes.items():
-                existing = self.conn.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+                existing = self._fetch("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index), one=True)
                 if existing is None:
                     self.conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (level, index, value))
-                elif bytes(existing[0]) != value:
+                elif existing[0] != value:  # a value of another type than tether writes differs too
                     conflicts.append((level, index))
         return conflicts
 
     def iter_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
-        with self._lock:
-            rows = self.conn.execute("SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,)).fetchall()
+        rows = self._fetch("SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,))
         for index, value in rows:
-            yield index, bytes(value)
+            yield index, self._node_hash(level, index, value)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     @staticmethod
     def _checkpoint(row: tuple) -> CheckpointRow:  # type: ignore[type-arg]
-        try:
-            proof = [bytes.fromhex(item) for item in json.loads(row[6])]
-        except (ValueError, TypeError):
-            proof = []
-        return CheckpointRow(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], proof)
+        ident, size, root, note, time, previous_size, consistency = row
+        proof = _hashes_of(consistency)
+        if (_is_index(size) and _is_hash(root) and type(note) is str and type(time) is str
+                and (previous_size is None or _is_index(previous_size)) and proof is not None):
+            return CheckpointRow(ident, size, root, note, time, previous_size, proof)
+        wrong = []
+        if not _is_index(size):
+            wrong.append(_wrong("size", size, "a tree size"))
+        if not _is_hash(root):
+            wrong.append(_wrong("root", root, f"a {HASH_SIZE}-byte hash"))
+        for name, value in (("note", note), ("time", time)):
+            if type(value) is not str:
+                wrong.append(_wrong(name, value, "text"))
+        if previous_size is not None and not _is_index(previous_size):
+            wrong.append(_wrong("previous_size", previous_size, "a tree size or NULL"))
+        if proof is None:
+            wrong.append(_wrong("consistency", consistency, "a JSON list of hex hashes"))
+        return CheckpointRow(ident, size if _is_index(size) else -1, _bytes_of(root), _text_of(note), _text_of(time),
+                             previous_size if _is_index(previous_size) else None, proof or [], _changed(wrong))
 
     def checkpoints(self) -> list[CheckpointRow]:
-        with self._lock:
-            rows = self.conn.execute("SELECT * FROM checkpoints ORDER BY id").fetchall()
+        rows = self._fetch("SELECT id, size, root, note, time, previous_size, consistency FROM checkpoints ORDER BY id")
         return [self._checkpoint(row) for row in rows]
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         with self._lock:
-            row = self.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-        return self._checkpoint(row) if row else None
+            row = self._fetch("SELECT id, size, root, note, time, previous_size, consistency FROM checkpoints ORDER BY id DESC LIMIT 1",
+                              one=True)
+            if row is None:
+                return None
+            checkpoint = self._checkpoint(row)
+            if checkpoint.damage is not None:
+                number = self.conn.execute("SELECT COUNT(*) FROM checkpoints WHERE id <= ?", (row[0],)).fetchone()[0]
+                raise AuditDataError(f"checkpoint #{number} (the latest): {checkpoint.damage}; run `tether audit verify`")
+        return checkpoint
 
     def add_checkpoint(self, size: int, root: bytes, note: str, time: str, previous_size: int | None, consistency: list[bytes]) -> None:
         with self._lock:
@@ -576,22 +775,42 @@ class SQLiteAuditStore(AuditStore):
             )
 
     # ---- payloads ------------------------------------------------------------------------------------
+    @staticmethod
+    def _payload(row: tuple) -> PayloadRow:  # type: ignore[type-arg]
+        index, field, encoding, content = row
+        if _is_index(index) and field in _FIELDS and encoding in _ENCODINGS and type(content) is bytes:
+            return PayloadRow(index, field, encoding, content)
+        wrong = []
+        if not _is_index(index):
+            wrong.append(_wrong("idx", index, "a leaf index"))
+        if field not in _FIELDS:
+            wrong.append(_wrong("field", field, "input or output"))
+        if encoding not in _ENCODINGS:
+            wrong.append(_wrong("encoding", encoding, "text, bytes or json"))
+        if type(content) is not bytes:
+            wrong.append(_wrong("content", content, "bytes", quote=False))
+        return PayloadRow(index if _is_index(index) else -1, _text_of(field), _text_of(encoding), _bytes_of(content), _changed(wrong))
+
     def payloads(self, index: int) -> list[PayloadRow]:
-        with self._lock:
-            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads WHERE idx = ? ORDER BY field", (index,)).fetchall()
-        return [PayloadRow(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+        rows = self._fetch("SELECT idx, field, encoding, content FROM payloads WHERE idx = ? ORDER BY field", (index,))
+        return [self._payload(row) for row in rows]
 
     def iter_payloads(self, start: int = 0) -> Iterator[PayloadRow]:
-        with self._lock:
-            rows = self.conn.execute("SELECT idx, field, encoding, content FROM payloads WHERE idx >= ? ORDER BY idx, field",
-                                     (start,)).fetchall()
+        rows = self._fetch("SELECT idx, field, encoding, content FROM payloads WHERE idx >= ? ORDER BY idx, field", (start,))
         for row in rows:
-            yield PayloadRow(row[0], row[1], row[2], bytes(row[3]))
+            yield self._payload(row)
 
-    def erasures(self) -> dict[tuple[int, str], tuple[str, str]]:
-        with self._lock:
-            rows = self.conn.execute("SELECT idx, field, time, reason FROM erasures").fetchall()
-        return {(row[0], row[1]): (row[2], row[3]) for row in rows}
+    def erasures(self) -> dict[tuple[object, object], ErasureRow]:
+        out = {}
+        for index, field, time, reason in self._fetch("SELECT idx, field, time, reason FROM erasures"):
+            damage = None
+            if not (_is_index(index) and field in _FIELDS and type(time) is str and type(reason) is str):
+                wrong = [] if _is_index(index) else [_wrong("idx", index, "a leaf index")]
+                wrong += [] if field in _FIELDS else [_wrong("field", field, "input or output")]
+                wrong += [_wrong(name, value, "text") for name, value in (("time", time), ("reason", reason)) if type(value) is not str]
+                damage = _changed(wrong)
+            out[(index, field)] = ErasureRow(index if _is_index(index) else -1, _text_of(field), _text_of(time), _text_of(reason), damage)
+        return out
 
     def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
         column = {"input": "input_salt", "output": "output_salt"}[field]
@@ -614,27 +833,59 @@ class SQLiteAuditStore(AuditStore):
             self.set_meta("purged_to", str(end))
 
     def purges(self) -> list[PurgeRow]:
-        with self._lock:
-            rows = self.conn.execute('SELECT id, time, before, start, "end", frontier, checkpoint_size, record_index FROM purges ORDER BY id').fetchall()
+        rows = self._fetch('SELECT id, time, before, start, "end", frontier, checkpoint_size, record_index FROM purges ORDER BY id')
         out = []
-        for row in rows:
-            frontier = [(int(a), int(b), bytes.fromhex(c)) for a, b, c in json.loads(row[5])]
-            out.append(PurgeRow(row[0], row[1], row[2], row[3], row[4], frontier, row[6], row[7]))
+        for number, (ident, time, before, start, end, kept, checkpoint_size, record_index) in enumerate(rows, start=1):
+            frontier = self._frontier(kept)
+            wrong = [_wrong(name, value, "text") for name, value in (("time", time), ("before", before)) if type(value) is not str]
+            wrong += [_wrong(name, value, "a leaf index") for name, value in (("start", start), ("end", end), ("checkpoint_size", checkpoint_size))
+                      if not _is_index(value)]
+            if record_index is not None and not _is_index(record_index):
+                wrong.append(_wrong("record_index", record_index, "a leaf index or NULL"))
+            if frontier is None:
+                wrong.append(_wrong("frontier", kept, "a JSON list of [start, end, hex hash]"))
+            if wrong:
+                raise AuditDataError(f"purge #{number}: {_changed(wrong)}")
+            out.append(PurgeRow(ident, time, before, start, end, frontier, checkpoint_size, record_index))  # type: ignore[arg-type]
         return out
+
+    @staticmethod
+    def _frontier(text: object) -> list[tuple[int, int, bytes]] | None:
+        if type(text) is not str:
+            return None
+        try:
+            items = json.loads(text)
+            if not isinstance(items, list):
+                return None
+            frontier = []
+            for start, end, value in items:
+                if not (_is_index(start) and _is_index(end) and type(value) is str and len(value) == 2 * HASH_SIZE):
+                    return None
+                frontier.append((start, end, bytes.fromhex(value)))
+        except (ValueError, TypeError):
+            return None
+        return frontier
 
     def add_export(self, time: str, size: int, path: str) -> None:
         with self._lock:
             self.conn.execute("INSERT INTO exports (time, size, path) VALUES (?, ?, ?)", (time, size, path))
 
     def last_export(self) -> tuple[str, int, str] | None:
-        with self._lock:
-            row = self.conn.execute("SELECT time, size, path FROM exports ORDER BY id DESC LIMIT 1").fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        row = self._fetch("SELECT time, size, path FROM exports ORDER BY id DESC LIMIT 1", one=True)
+        if row is None:
+            return None
+        time, size, path = row
+        wrong = [_wrong(name, value, "text") for name, value in (("time", time), ("path", path)) if type(value) is not str]
+        wrong += [] if _is_index(size) else [_wrong("size", size, "a tree size")]
+        if wrong:
+            raise AuditDataError(f"the last checkpoint export: {_changed(wrong)}")
+        return time, size, path
 
     # ---- metadata ----------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._fetch("SELECT value FROM meta WHERE key = ?", (key,), one=True)
+        if row is not None and type(row[0]) is not str:
+            raise AuditDataError(f"meta '{key}': {_changed([_wrong('value', row[0], 'text')])}")
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
@@ -642,8 +893,11 @@ class SQLiteAuditStore(AuditStore):
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def version_ids(self) -> dict[int, str]:
-        with self._lock:
-            return dict(self.conn.execute("SELECT id, version_id FROM versions").fetchall())
+        rows = self._fetch("SELECT id, version_id FROM versions")
+        for ident, version_id in rows:
+            if type(version_id) is not str:
+                raise AuditDataError(f"version #{ident}: {_changed([_wrong('version_id', version_id, 'text')])}")
+        return dict(rows)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

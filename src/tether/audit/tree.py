@@ -30,6 +30,8 @@ def recomputed_leaf_hashes(store: AuditStore) -> LeafHashes:
         for row in store.iter_leaves(start, end):
             if row.index != expected:
                 raise VerificationError(f"leaf {expected}: missing from the audit log (deleted)")
+            if row.damage is not None:
+                raise VerificationError(f"leaf {row.index}: {row.damage}")
             value = leaf_hash(row.leaf)
             if value != row.leaf_hash:
                 raise VerificationError(f"leaf {row.index}: the record changed after it was written")

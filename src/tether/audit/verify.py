@@ -60,13 +60,14 @@ from tether.audit.merkle import (
 )
 from tether.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from tether.audit.records import FIRST_PREV, PURGE, Record, salted_digest
+from tether.audit.store import AuditDataError
 from tether.audit.tree import CACHE_LEVEL, TreeView
 from tether.audit.verified import VerifiedState, load_state, save_state
 from tether.errors import UsageError, VerificationError
 
 if TYPE_CHECKING:
     from tether.audit.log import AuditLog
-    from tether.audit.store import AuditStore
+    from tether.audit.store import AuditStore, CheckpointRow
 
 MAX_LISTED = 20
 
@@ -170,7 +171,11 @@ def verify_log(log: AuditLog, against: list[str], verifier: Verifier | None = No
     remembered). A failed incremental check is followed by a full one that names the first bad
     leaf, unless ``locate`` is false. Success remembers the latest checkpoint verified."""
     state, ignored = load_state(log.dot, log.origin)
-    if state is not None and not full and state.size < log.store.first_index():
+    try:
+        purged_past = state is not None and not full and state.size < log.store.first_index()
+    except AuditDataError:
+        purged_past = True  # the full check reports it
+    if purged_past:
         state, ignored = None, None  # purged past the remembered checkpoint: the purge frontier takes over
     report = _run(log, against, verifier, progress, state, incremental=state is not None and not full)
     if ignored:
@@ -195,6 +200,8 @@ def _run(log: AuditLog, against: list[str], verifier: Verifier | None, progress:
                           state, incremental)
     except sqlite3.DatabaseError as exc:
         report.add(f"{log.path}: the database is damaged ({exc}); it is not repaired, restore it from a backup")
+    except AuditDataError as exc:  # a table holding what tether never writes, where no check could go on
+        report.add(str(exc), exc.leaf)
     if report.ok and reached is not None and (state is None or reached.size > state.size):
         try:
             save_state(log.dot, reached)
@@ -221,10 +228,14 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
     # ---- signed checkpoints and the consistency between successive ones -------------------------
     checkpoints = store.checkpoints()
     report.checkpoints = len(checkpoints)
-    report.latest_checkpoint = checkpoints[-1].size if checkpoints else None
+    intact: list[CheckpointRow] = [row for row in checkpoints if row.damage is None]
+    report.latest_checkpoint = intact[-1].size if intact else None
     targets: dict[int, list[tuple[str, bytes]]] = {}
     previous: tuple[int, bytes] | None = None
     for number, row in enumerate(checkpoints, start=1):
+        if row.damage is not None:
+            report.add(f"checkpoint #{number}: {row.damage}")
+            continue
         if incremental and state is not None and row.size < state.size:
             continue  # checked by the verify that reached size state.size; --full checks them again
         label = f"checkpoint #{number} (size {row.size})"
@@ -290,7 +301,21 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
 
     # ---- every record ---------------------------------------------------------------------------------
     erasures = store.erasures()
-    payload_rows = store.iter_payloads(start)
+    for erasure in erasures.values():
+        if erasure.damage is not None:
+            if erasure.index >= 0:
+                report.add(f"leaf {erasure.index}: its erasure record: {erasure.damage}", erasure.index)
+            else:
+                report.add(f"an erasure record: {erasure.damage}")
+    intact_payloads = []
+    for payload in store.iter_payloads(start):
+        if payload.damage is None:
+            intact_payloads.append(payload)
+        elif payload.index >= 0:
+            report.add(f"leaf {payload.index}: its stored payload: {payload.damage}", payload.index)
+        else:
+            report.add(f"a stored payload: {payload.damage}")
+    payload_rows = iter(intact_payloads)
     next_payload = next(payload_rows, None)
     matched_size = start  # the largest size whose roots all matched so far
     tree_broken = False
@@ -346,6 +371,9 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
             tree_broken = True
             listed += 1
             expected = index
+        if row.damage is not None:
+            report.add(f"leaf {index}: {row.damage}", index)
+            listed += 1
         recomputed = leaf_hash(row.leaf)
         try:
             record = Record.from_leaf(row.leaf)
@@ -401,8 +429,10 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
                     if salt is not None or content is not None:
                         report.add(f"leaf {index}: has a {name} payload but its record commits to none", index)
                     continue
+                if erasure is not None and erasure.damage is not None:
+                    continue  # reported above
                 if erasure is not None:
-                    report.erased.append({"leaf": index, "field": name, "time": erasure[0], "reason": erasure[1]})
+                    report.erased.append({"leaf": index, "field": name, "time": erasure.time, "reason": erasure.reason})
                     if salt is not None or content is not None:
                         report.warnings.append(f"leaf {index}: {name} payload marked erased but its salt or content is still stored")
                     continue
@@ -425,7 +455,12 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
             compact.append((level + 1, merged))
             if level + 1 >= CACHE_LEVEL and suspect_block is None:
                 node_index = (size >> (level + 1)) - 1
-                cached = store.get_node(level + 1, node_index)
+                try:
+                    cached = store.get_node(level + 1, node_index)
+                except AuditDataError as exc:
+                    report.add(str(exc))
+                    cached = None
+                    suspect_block = (node_index << (level + 1), (node_index + 1) << (level + 1))
                 if cached is not None and cached != merged:
                     suspect_block = (node_index << (level + 1), (node_index + 1) << (level + 1))
         check_targets(size)
@@ -442,7 +477,11 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
         kept_root = CompactRange(start, [value for _, _, value in purges[-1].frontier]).root().hex()
         if last_purge_record.attributes.get("purged_prefix_root") != kept_root:
             report.add(f"leaf {last_purge_record.index}: the purge record does not match the subtrees kept for the purged prefix", last_purge_record.index)
-    overdue = log.export_overdue()
+    try:
+        overdue = log.export_overdue()
+    except AuditDataError as exc:
+        report.add(str(exc))
+        overdue = None
     if overdue:
         if log.settings.tier == "regulated":
             report.add(f"tier 'regulated': {overdue}")

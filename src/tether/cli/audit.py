@@ -225,11 +225,13 @@ def verify(
     """Check the records since the last verified checkpoint and every checkpoint (--full: every record); exit 1 naming the first bad leaf."""
     with handled(as_json):
 
-        from tether.audit.store import AuditStoreError
+        from tether.audit.store import AuditDataError, AuditStoreError
 
         verifier = _verifier(ctx, key)
         try:
             log = _open(ctx)
+        except AuditDataError as exc:  # the log cannot even be opened: its meta table was changed
+            fail(f"audit verify failed: {exc}", 1, as_json)
         except AuditStoreError as exc:
             if exc.damaged:
                 fail(f"audit verify failed: {exc}", 1, as_json)
