@@ -107,7 +107,9 @@ def _print_findings(findings: list[Any]) -> None:
 # ---- init / add ---------------------------------------------------------------------------------
 @app.command()
 def init(
-    tier: Annotated[str, typer.Option(help="Policy tier: lite, standard or regulated.")] = "standard",
+    tier: Annotated[
+        str | None, typer.Option(help="Policy tier of a new project: lite, standard (default) or regulated.")
+    ] = None,
     store: Annotated[str | None, typer.Option("--store", help="Object store URL (default .tether/objects).")] = None,
     db: Annotated[str | None, typer.Option("--db", help="Metadata database URL (default SQLite in .tether/).")] = None,
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,

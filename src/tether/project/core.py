@@ -164,13 +164,18 @@ class Project:
     def init(
         cls,
         path: str | os.PathLike[str] = ".",
-        tier: str = "standard",
+        tier: str | None = None,
         store_url: str | None = None,
         db_url: str | None = None,
         name: str | None = None,
     ) -> Project:
-        """Create ``tether.toml`` (unless present) and ``.tether/``; re-running is safe."""
-        if tier not in TIERS:
+        """Create ``tether.toml`` (unless present) and ``.tether/``; re-running is safe.
+
+        ``tier`` defaults to ``standard`` for a new project. On an existing ``tether.toml`` (a
+        re-run, or a teammate's clone) every option left out keeps what the file says, and one
+        that differs from it is refused: the file is where a project's tier, name and storage change.
+        """
+        if tier is not None and tier not in TIERS:
             raise UsageError(f"--tier: '{tier}' is not one of {', '.join(TIERS)}")
         root = Path(path).resolve()
         if not root.is_dir():
@@ -178,10 +183,21 @@ class Project:
         project_path = root / PROJECT_FILE
         wrote_project_file = not project_path.exists()
         if wrote_project_file:
-            raw = render_new_project(name or root.name or "project", tier, store_url, db_url)
+            raw = render_new_project(name or root.name or "project", tier or "standard", store_url, db_url)
             atomic_write_bytes(project_path, raw)
-        elif store_url or db_url:
+        elif tier or name or store_url or db_url:
             existing = load_project_file(project_path, validate_components=False)
+            if tier and tier != existing.tier:
+                needs = " (regulated also needs [audit] checkpoint_export_interval)" if tier == "regulated" else ""
+                raise UsageError(
+                    f"{PROJECT_FILE}: already initialized at tier '{existing.tier}'; "
+                    f"to change the tier, edit [project] tier in {PROJECT_FILE}{needs}"
+                )
+            if name and name != existing.name:
+                raise UsageError(
+                    f"{PROJECT_FILE}: already initialized as project '{existing.name}'; "
+                    f"to rename it, edit [project] name in {PROJECT_FILE}"
+                )
             if (store_url and store_url != existing.objects_url) or (db_url and db_url != existing.metadata_url):
                 raise UsageError(f"{PROJECT_FILE}: already initialized with other storage; edit its [storage] table instead")
         dot = root / DOT_DIR
