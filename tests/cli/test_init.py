@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from collections.abc import Iterator
 
+import pytest
+
+import tether
 from tests.conftest import ProjectDir
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime() -> Iterator[None]:
+    from tether.lifecycle import runtime
+
+    runtime.clear_cache()
+    yield
+    runtime.clear_cache()
 
 
 def _error_line(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
@@ -48,3 +62,59 @@ def test_init_on_a_cloned_project_file_keeps_its_tier(project_dir: ProjectDir) -
     assert (result["tier"], result["project"]) == ("lite", "shared")
     assert (project_dir.root / ".tether" / "HEAD").exists()
     assert "tier 'lite'" in project_dir.run("init", "--tier", "standard", code=2).stderr
+
+
+# ---- regulated: what the tier requires is written at init -----------------------------------------------
+def test_init_regulated_writes_the_audit_settings_the_tier_requires(project_dir: ProjectDir) -> None:
+    from tether.audit.config import resolve_settings
+    from tether.project.projectfile import load_project_file
+
+    project_dir.run("init", "--tier", "regulated", "--name", "bank-bot")
+    text = project_dir.read("tether.toml")
+    assert tomllib.loads(text)["audit"]["checkpoint_export_interval"] == "24h"
+    assert "required in tier 'regulated'" in text  # the default is explained where it is written
+    parsed = load_project_file(project_dir.root / "tether.toml")
+    settings = resolve_settings(parsed.sections.get("audit"), parsed.tier, parsed.name)
+    assert settings.checkpoint_export_interval == 86400
+    standard = ProjectDir(project_dir.root.parent / "plain")
+    standard.root.mkdir()
+    standard.run("init")
+    assert "audit" not in tomllib.loads(standard.read("tether.toml"))
+
+
+def test_new_regulated_project_records_requests_after_promotion(
+    project_dir: ProjectDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_dir.write("prompts/system.md", "You are careful.\n")
+    project_dir.run("init", "--tier", "regulated", "--name", "bank-bot")
+    project_dir.run("add", "prompt", "system", "prompts/system.md")
+    v1 = project_dir.run("commit", "-m", "v1").stdout.strip()
+    monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+    project_dir.run("approve", v1, "--for", "prod")
+    monkeypatch.setenv("TETHER_AUTHOR", "Test Author <test@example.com>")
+    assert json.loads(project_dir.run("policy", "check", v1, "--reason", "launch", "--json").stdout)["ready"]
+    project_dir.run("promote", v1, "--to", "prod", "--reason", "launch")
+
+    live = tether.resolve("prod", project_dir=project_dir.root)
+    with live.record(request_id="r-1", subject="42") as rec:
+        rec.output("ok")
+    from tether.audit import AuditLog
+    from tether.audit.log import open_log
+
+    open_log(project_dir.root).close()
+    with AuditLog.open(project_dir.root) as log:
+        assert log.query(request_id="r-1")[0].version_id == v1
+
+
+def test_regulated_promotion_without_audit_settings_is_refused_before_production(project_dir: ProjectDir) -> None:
+    """A hand-written regulated tether.toml without [audit] is caught by policy check and promote."""
+    project_dir.write("prompts/system.md", "You are careful.\n")
+    project_dir.run("init", "--name", "bank-bot")
+    project_dir.write("tether.toml", project_dir.read("tether.toml").replace('tier = "standard"', 'tier = "regulated"'))
+    project_dir.run("add", "prompt", "system", "prompts/system.md")
+    v1 = project_dir.run("commit", "-m", "v1").stdout.strip()
+    line = _error_line(project_dir.run("policy", "check", v1, "--reason", "launch", code=None))
+    assert "audit.checkpoint_export_interval" in line and "required in tier 'regulated'" in line
+    line = _error_line(project_dir.run("promote", v1, "--to", "prod", "--reason", "launch", code=None))
+    assert "audit.checkpoint_export_interval" in line
+    assert "no such alias" in project_dir.run("history", "prod", code=2).stderr

@@ -24,7 +24,7 @@ from tether.lifecycle.gates import (
     evaluate_gates,
     load_hook,
 )
-from tether.lifecycle.policy import Policy, load_policy
+from tether.lifecycle.policy import Policy, check_tier_settings, load_policy
 from tether.lifecycle.reversibility import ReversibilityReport, check_reversibility
 from tether.meta.lifecycle import (
     AliasConflictError,
@@ -211,6 +211,7 @@ class Lifecycle:
     def plan(self, ref: str, alias: str, reason: str | None = None) -> PolicyReport:
         """``policy check``: every gate's verdict on promoting ``ref`` to ``alias``, nothing moved."""
         check_alias_name(alias)
+        check_tier_settings(self.project.file)
         candidate = self.project.resolve(ref)
         state = self.repo.get_alias(alias)
         current = state.version_id if state else None
@@ -222,6 +223,7 @@ class Lifecycle:
         started = time.perf_counter()
         if reason is not None and not reason.strip():
             raise UsageError("--reason: must not be empty")
+        check_tier_settings(self.project.file)
         state = self.repo.get_alias(alias)
         if state is None:
             self._check_new_alias(alias)

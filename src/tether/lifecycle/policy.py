@@ -198,6 +198,21 @@ def policy_from_sections(tier: str, sections: dict[str, dict[str, Any]]) -> Poli
     )
 
 
+def check_tier_settings(project_file: Any) -> None:
+    """Refuse (UsageError naming the key) when ``tether.toml`` lacks a setting its tier requires
+    outside ``[policy]``: ``regulated`` needs ``[audit] checkpoint_export_interval``, without which
+    every audit record (``live.record()``) fails. Checked by ``policy check`` and ``promote``, so a
+    hand-written project file is caught before production rather than at the first request."""
+    if project_file.tier != "regulated":
+        return
+    from tether.audit.config import resolve_settings
+
+    try:
+        resolve_settings(project_file.sections.get("audit"), project_file.tier, project_file.name, project_file.path)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; without it no request served in production could be recorded") from exc
+
+
 def load_policy(project_file: Any) -> Policy:
     """The policy of a parsed :class:`~tether.project.projectfile.ProjectFile`."""
     return policy_from_sections(project_file.tier, project_file.sections)

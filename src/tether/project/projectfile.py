@@ -155,7 +155,21 @@ def render_new_project(name: str, tier: str, objects_url: str | None, metadata_u
         storage["metadata"] = metadata_url
     if storage:
         data["storage"] = storage
-    return tomli_w.dumps(data).encode("utf-8")
+    text = tomli_w.dumps(data)
+    if tier == "regulated":
+        text += _REGULATED_AUDIT
+    return text.encode("utf-8")
+
+
+#: What ``init --tier regulated`` adds: the settings the tier requires, with their defaults explained
+#: (``tether.audit.config.resolve_settings`` refuses a regulated project without them).
+_REGULATED_AUDIT = """
+[audit]
+# required in tier 'regulated': how often a signed checkpoint must be exported
+# (tether audit checkpoint --export FILE); tether audit verify fails when one is overdue.
+# Regulated defaults otherwise: durability = "sync", retention_days = 3650, payloads = "none".
+checkpoint_export_interval = "24h"
+"""
 
 
 def append_component(path: Path, name: str, kind: str, table: dict[str, Any]) -> None:
