@@ -149,3 +149,34 @@ def test_verify_before_anything_was_recorded(project_dir: ProjectDir) -> None:
     assert "no audit log yet" in project_dir.run("audit", "verify").stdout
     assert not (project_dir.root / ".tether" / "audit.db").exists()
     assert (project_dir.root / ".tether" / "keys" / "audit-ed25519").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_request_id_recorded_twice_is_proved_one_record_at_a_time(audit_project: AuditProject, make_project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        log.append(alias="prod", version_id=audit_project.v1, request_id="req-1", time=T0)
+        log.append(alias="prod", version_id=audit_project.v2, request_id="req-2", time=T0 + _dt.timedelta(hours=1))
+        log.append(alias="prod", version_id=audit_project.v2, request_id="req-1", time=T0 + _dt.timedelta(hours=2))  # a retry
+    run = audit_project.dir.run
+    run("audit", "checkpoint")
+    key = run("audit", "key").stdout.strip()
+    proof = tmp_path / "p.json"
+    refused = run("audit", "prove", "req-1", "-o", str(proof), code=2)
+    assert refused.stderr.strip() == ("tether: error: request 'req-1' matches 2 records (leaves 0, 2): "
+                                      "prove one with --index N") and not proof.exists()
+    assert json.loads(run("audit", "prove", "req-1", "--json", code=2).stdout)["exit_code"] == 2
+    outsider: ProjectDir = make_project("outsider")
+    for index in (0, 2):
+        run("audit", "prove", "req-1", "--index", str(index), "-o", str(proof))
+        result = outsider.run("audit", "verify-inclusion", str(proof), "--key", key)
+        assert "inclusion verified: request req-1 " in result.stdout and f"is leaf {index} " in result.stdout
+        printed = tmp_path / "printed.json"
+        printed.write_text(run("audit", "prove", "--index", str(index), "--json").stdout)
+        assert f"is leaf {index} " in outsider.run("audit", "verify-inclusion", str(printed), "--key", key).stdout
+    mismatch = run("audit", "prove", "req-1", "--index", "1", code=2)
+    assert "leaf 1 is request 'req-2', not 'req-1'" in mismatch.stderr and len(mismatch.stderr.strip().splitlines()) == 1
+    # the query shows every record of the request, with the leaf index --index takes
+    records = json.loads(run("audit", "query", "--request", "req-1", "--json").stdout)["records"]
+    assert [(r["leaf_index"], r["version_id"]) for r in records] == [(0, audit_project.v1), (2, audit_project.v2)]
+    table = run("audit", "query", "--request", "req-1").stdout.splitlines()
+    assert "leaf" in table[0].split()
+    assert [line.split()[0] for line in table[2:]] == ["0", "2"]

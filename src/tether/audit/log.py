@@ -895,18 +895,27 @@ class AuditLog:
             raise CheckFailedError(f"leaf {index} is not covered by a signed checkpoint yet; run `tether audit checkpoint`")
         return latest
 
-    def prove(self, request_id: str | None = None, index: int | None = None) -> list[dict[str, Any]]:
-        """Inclusion proofs (RFC 9162 2.1.3) against the latest checkpoint, one per matching leaf."""
+    def prove(self, request_id: str | None = None, index: int | None = None, single: bool = False) -> list[dict[str, Any]]:
+        """Inclusion proofs (RFC 9162 2.1.3) against the latest checkpoint, one per matching leaf.
+
+        A request ID may have been recorded more than once (a retry is a new record): ``single``
+        refuses such an ID, naming its leaves, rather than prove several. With both ``index`` and
+        ``request_id``, the leaf must hold that request."""
         if index is not None:
             rows = list(self.store.iter_leaves(index, index + 1))
             if not rows:
                 raise ReferenceNotFoundError(f"leaf {index}: not in the audit log")
+            if request_id is not None and rows[0].request_id != request_id:
+                raise UsageError(f"leaf {index} is request '{rows[0].request_id}', not '{request_id}'")
         else:
             if not request_id:
                 raise UsageError("prove: give a request ID")
             rows = self.store.leaves_by_request(request_id)
             if not rows:
                 raise ReferenceNotFoundError(f"request '{request_id}': no record in the audit log")
+            if single and len(rows) > 1:
+                listed = ", ".join(str(row.index) for row in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+                raise UsageError(f"request '{request_id}' matches {len(rows)} records (leaves {listed}): prove one with --index N")
         proofs = []
         for row in rows:
             self._record(row)

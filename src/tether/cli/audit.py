@@ -121,11 +121,11 @@ def _print_records(records: list[Any]) -> None:
         typer.echo("no records")
         return
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("time (UTC)", "request", "subject", "alias", "version", "status", "latency"):
-        table.add_column(column, no_wrap=column in ("time (UTC)", "version", "latency"))
+    for column in ("leaf", "time (UTC)", "request", "subject", "alias", "version", "status", "latency"):
+        table.add_column(column, no_wrap=column in ("leaf", "time (UTC)", "version", "latency"), justify="right" if column == "leaf" else "left")
     for record in records:
         status = record.status if record.status == "ok" else f"error: {record.error_type}"
-        table.add_row(record.time, escape(record.request_id), escape(record.subject or "-"), escape(record.alias),
+        table.add_row(str(record.index), record.time, escape(record.request_id), escape(record.subject or "-"), escape(record.alias),
                       record.version_id[:12], escape(status), f"{record.latency_ms:.1f} ms")
     console().print(table)
 
@@ -282,7 +282,7 @@ def verify(
 def prove(
     ctx: typer.Context,
     request_id: Annotated[str | None, typer.Argument(help="The request to prove is in the log.")] = None,
-    index: Annotated[int | None, typer.Option("--index", min=0, help="Prove this leaf index instead.")] = None,
+    index: Annotated[int | None, typer.Option("--index", min=0, help="Prove the record at this leaf index (one of a request ID recorded more than once).")] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Prove instead that the log extends this older checkpoint (file).")
     ] = None,
@@ -298,11 +298,13 @@ def prove(
         if since is None and request_id is None and index is None:
             raise UsageError("prove: give a REQUEST_ID, --index N or --since CHECKPOINT_FILE")
         with _open(ctx) as log:
-            data: Any = log.prove_consistency(_read("--since", since)) if since is not None else log.prove(request_id, index)
+            # one proof per run: a request ID recorded more than once is refused, naming the leaves for --index
+            data: Any = (log.prove_consistency(_read("--since", since)) if since is not None
+                         else log.prove(request_id, index, single=True))
         if output:
-            proofs = data if isinstance(data, dict) or len(data) != 1 else data[0]
+            proof = data if isinstance(data, dict) else data[0]
             try:
-                Path(output).write_text(json.dumps(proofs, indent=2) + "\n", encoding="utf-8")
+                Path(output).write_text(json.dumps(proof, indent=2) + "\n", encoding="utf-8")
             except OSError as exc:
                 raise UsageError(f"--output {output}: cannot write ({exc.strerror or exc})") from exc
         if as_json:
