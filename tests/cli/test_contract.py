@@ -107,7 +107,7 @@ def test_head_is_a_reserved_name(prompt_project: ProjectDir) -> None:
 
 
 # ---- branch names that would shadow version IDs ---------------------------------------------------
-@pytest.mark.parametrize("name", ["171bbb", "deadbeef", "0123456789abcdef"])
+@pytest.mark.parametrize("name", ["171bbb", "deadbeef", "0123456789abcdef", "ABCDEF12"])
 def test_hex_branch_names_are_refused(prompt_project: ProjectDir, name: str) -> None:
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     line = _one_line_error(prompt_project.run("branch", name, code=None))

@@ -20,14 +20,14 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a branch or an alias, or None when it can.
 
     Besides the characters, a name must not read as other reference syntax: ``HEAD``, and 6 or
-    more lowercase hex characters, which :func:`resolve_ref` would otherwise take for the branch
+    more hex characters (any case: prefixes are matched case-insensitively), which :func:`resolve_ref` would otherwise take for the branch
     or alias instead of the version whose ID starts with them.
     """
     if name == "HEAD":
         return "HEAD is a reserved reference name"
     if not name or not BRANCH_NAME.match(name):
         return "use letters, digits, '.', '_', '-' and '/' (not starting with '-', no '..', not ending in '.' or '/')"
-    if len(name) >= MIN_PREFIX and _HEX.match(name):
+    if len(name) >= MIN_PREFIX and _HEX.match(name.lower()):
         return f"{MIN_PREFIX} or more hex characters would shadow the version IDs that start with them"
     return None
 
