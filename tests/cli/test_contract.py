@@ -125,7 +125,7 @@ def test_branch_shaped_like_a_prefix_no_longer_shadows_the_version(prompt_projec
     assert json.loads(prompt_project.run("log", v1[:6], "--json").stdout)[0]["version_id"] == v1
 
 
-@pytest.mark.parametrize("name", ["release", "abc12", "v1.2", "feature/171bbb", "171bbb-fix", "ABCDEF", "cafe"])
+@pytest.mark.parametrize("name", ["release", "abc12", "v1.2", "feature/171bbb", "171bbb-fix", "ABCDEFG", "cafe"])
 def test_other_branch_names_still_work(prompt_project: ProjectDir, name: str) -> None:
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     prompt_project.run("branch", name)

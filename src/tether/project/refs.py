@@ -20,8 +20,9 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a branch or an alias, or None when it can.
 
     Besides the characters, a name must not read as other reference syntax: ``HEAD``, and 6 or
-    more hex characters (any case: prefixes are matched case-insensitively), which :func:`resolve_ref` would otherwise take for the branch
-    or alias instead of the version whose ID starts with them.
+    more hex characters in any case (prefixes match case-insensitively), which
+    :func:`resolve_ref` would otherwise take for the branch or alias instead of the version
+    whose ID starts with them.
     """
     if name == "HEAD":
         return "HEAD is a reserved reference name"
