@@ -122,7 +122,7 @@ def test_erase_purge_and_export_commands(audit_project: AuditProject, tmp_path: 
     audit_project.configure('payloads = "output"')
     record_day(audit_project)
     run = audit_project.dir.run
-    assert "erased 1 payload(s) of request case-1" in run("audit", "erase", "case-1", "--reason", "DSR-17").stdout
+    assert "erased 1 payload(s) and 1 salt(s) of request case-1" in run("audit", "erase", "case-1", "--reason", "DSR-17").stdout
     verified = run("audit", "verify")
     assert "payload erased: leaf 0 output" in verified.stdout and "(DSR-17)" in verified.stdout
     out = tmp_path / "archive.jsonl"
@@ -180,3 +180,24 @@ def test_a_request_id_recorded_twice_is_proved_one_record_at_a_time(audit_projec
     table = run("audit", "query", "--request", "req-1").stdout.splitlines()
     assert "leaf" in table[0].split()
     assert [line.split()[0] for line in table[2:]] == ["0", "2"]
+
+
+@pytest.mark.parametrize("payloads", ["none", "both"])
+def test_a_second_erase_is_a_no_op_that_says_when_and_why_the_first_was(audit_project: AuditProject, payloads: str) -> None:
+    audit_project.configure(f'payloads = "{payloads}"')
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        log.append(alias="prod", version_id=audit_project.v1, request_id="req-3", input="my address", output="refund approved")
+    run = audit_project.dir.run
+    first = run("audit", "erase", "req-3", "--reason", "GDPR art.17").stdout.strip()
+    kept = 2 if payloads == "both" else 0  # with payloads = "none" only the salts linking the digests to content are stored
+    assert first.startswith(f"erased {kept} payload(s) and 2 salt(s) of request req-3"), first
+    erased = json.loads(run("audit", "verify", "--json").stdout)["payloads_erased"]
+    assert [(item["field"], item["reason"]) for item in erased] == [("input", "GDPR art.17"), ("output", "GDPR art.17")]
+    when = erased[0]["time"]
+    second = run("audit", "erase", "req-3", "--reason", "again")
+    assert second.stdout.strip() == f"request req-3: already erased on {when}: GDPR art.17"
+    data = json.loads(run("audit", "erase", "req-3", "--reason", "again", "--json").stdout)
+    assert data["erased"] == [] and (data["payloads_erased"], data["salts_erased"]) == (0, 0)
+    assert [(item["time"], item["reason"]) for item in data["already_erased"]] == [(when, "GDPR art.17")] * 2
+    after = json.loads(run("audit", "verify", "--json").stdout)
+    assert after["ok"] and after["payloads_erased"] == erased  # the first erasure's time and reason stand

@@ -175,7 +175,8 @@ def test_erasing_a_payload_keeps_every_proof_and_verify_says_erased(audit_projec
         before = log.checkpoint()
         proof_before = log.prove("r2")[0]
         erased = log.erase("r2", reason="DSR-2026-17")
-        assert {item["field"] for item in erased} == {"input", "output"}
+        assert {item["field"] for item in erased.erased} == {"input", "output"} and not erased.already_erased
+        assert (erased.payloads, erased.salts) == (2, 2)
         assert log.payloads(2)["input"]["reason"] == "DSR-2026-17"
         assert log.matches(2, "input", "my address") is None  # unlinkable now
         assert log.checkpoint().created is False and log.prove("r2")[0] == proof_before
@@ -344,3 +345,21 @@ def test_async_recording_group_commits_without_blocking_the_loop(audit_project: 
         assert log.query(request_id="failing")[0].status == "error"
         with pytest.raises(TypeError, match="unexpected arguments"):
             asyncio.run(log.append_async(alias="prod", version_id=audit_project.v1, request_id="x", colour="red"))
+
+
+def test_erasing_again_keeps_the_first_erasure(audit_project: AuditProject) -> None:
+    audit_project.configure('payloads = "output"')
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        log.append(alias="prod", version_id=audit_project.v1, request_id="req-3", input="my address", output="ok")
+        first = log.erase("req-3", reason="GDPR art.17", fields=("output",))
+        assert [(item["field"], item["content"], item["salt"]) for item in first.erased] == [("output", True, True)]
+        when = first.erased[0]["time"]
+        again = log.erase("req-3", reason="again")  # the output is erased already; the input salt is not
+        assert [(item["field"], item["content"], item["salt"]) for item in again.erased] == [("input", False, True)]
+        assert again.already_erased == [{"leaf_index": 0, "field": "output", "time": when, "reason": "GDPR art.17"}]
+        third = log.erase("req-3", reason="once more")
+        assert third.erased == [] and [(item["field"], item["reason"]) for item in third.already_erased] == [("input", "again"), ("output", "GDPR art.17")]
+        assert log.payloads(0)["output"] == {"erased": when, "reason": "GDPR art.17"}
+        report = log.verify()
+    assert report.ok, report.problems
+    assert [(item["field"], item["reason"]) for item in report.erased] == [("input", "again"), ("output", "GDPR art.17")]

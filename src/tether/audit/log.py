@@ -110,6 +110,29 @@ class PurgeReport:
         return dict(self.__dict__)
 
 
+@dataclass
+class EraseReport:
+    """What :meth:`AuditLog.erase` deleted now, and what an earlier erasure had (left as it was)."""
+
+    request_id: str
+    erased: list[dict[str, Any]] = field(default_factory=list)  # leaf_index, field, time, content, salt (deleted now)
+    already_erased: list[dict[str, Any]] = field(default_factory=list)  # leaf_index, field, time, reason (the first erasure)
+
+    @property
+    def payloads(self) -> int:
+        """Stored contents deleted now (none are kept under ``payloads = "none"``)."""
+        return sum(1 for item in self.erased if item["content"])
+
+    @property
+    def salts(self) -> int:
+        """Salts deleted now: the digests they salted can no longer be linked to any content."""
+        return sum(1 for item in self.erased if item["salt"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "erased": self.erased, "already_erased": self.already_erased,
+                "payloads_erased": self.payloads, "salts_erased": self.salts}
+
+
 class _Marker:
     """A flush or stop request, queued behind the records it must wait for."""
 
@@ -1034,27 +1057,37 @@ class AuditLog:
         return salted_digest(salt, encode_payload(value)[1]) == digest
 
     # ---- retention -------------------------------------------------------------------------------------------------
-    def erase(self, request_id: str, reason: str, fields: tuple[str, ...] = ("input", "output")) -> list[dict[str, Any]]:
+    def erase(self, request_id: str, reason: str, fields: tuple[str, ...] = ("input", "output")) -> EraseReport:
         """Erase the payloads (content and salt) of a request for a data-subject request.
 
         The leaf keeps its digest, so every proof stays valid; ``verify`` shows "payload erased".
+        A payload erased before stays as it was, with the time and reason of that first erasure
+        (reported in ``already_erased``): erasing again changes nothing.
         """
         if not reason or not reason.strip():
             raise UsageError("--reason: say why the payload is erased (e.g. a data-subject request reference)")
         rows = self.store.leaves_by_request(request_id)
         if not rows:
             raise ReferenceNotFoundError(f"request '{request_id}': no record in the audit log")
-        erased = []
+        report = EraseReport(request_id)
         now = format_time(utc_now())
         with self.store.exclusive():
+            earlier = self.store.erasures()  # read in the write transaction: a concurrent erase is seen
             for row in rows:
                 record = self._record(row)
                 for name in fields:
                     if getattr(record, f"{name}_digest") is None:
                         continue
-                    self.store.erase_payload(row.index, name, now, reason.strip())
-                    erased.append({"leaf_index": row.index, "field": name, "time": now})
-        return erased
+                    first = earlier.get((row.index, name))
+                    if first is not None:
+                        if first.damage is not None:
+                            raise AuditDataError(f"leaf {row.index}: its erasure record: {first.damage}; run `tether audit verify`", row.index)
+                        report.already_erased.append({"leaf_index": row.index, "field": name, "time": first.time, "reason": first.reason})
+                        continue
+                    content, salt = self.store.erase_payload(row.index, name, now, reason.strip())
+                    if content or salt:
+                        report.erased.append({"leaf_index": row.index, "field": name, "time": now, "content": content, "salt": salt})
+        return report
 
     def purge(self, before: _dt.datetime | None = None, dry_run: bool = False) -> PurgeReport:
         """Delete the oldest records (older than ``before``, default: the retention policy).

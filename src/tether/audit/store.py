@@ -186,8 +186,10 @@ class AuditStore(ABC):
         values it holds as its key)."""
 
     @abstractmethod
-    def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
-        """Delete a payload's salt and content, keeping a tombstone saying when and why."""
+    def erase_payload(self, index: int, field: str, time: str, reason: str) -> tuple[bool, bool]:
+        """Delete a payload's content and salt, keeping a tombstone saying when and why; returns
+        (content deleted, salt deleted). Writes no tombstone when neither was stored, and never
+        replaces one: an erasure already recorded stays as it is (IntegrityError)."""
 
     @abstractmethod
     def purge_prefix(self, end: int, purge: dict[str, object]) -> None:
@@ -812,12 +814,14 @@ class SQLiteAuditStore(AuditStore):
             out[(index, field)] = ErasureRow(index if _is_index(index) else -1, _text_of(field), _text_of(time), _text_of(reason), damage)
         return out
 
-    def erase_payload(self, index: int, field: str, time: str, reason: str) -> None:
+    def erase_payload(self, index: int, field: str, time: str, reason: str) -> tuple[bool, bool]:
         column = {"input": "input_salt", "output": "output_salt"}[field]
         with self._lock:
-            self.conn.execute("DELETE FROM payloads WHERE idx = ? AND field = ?", (index, field))
-            self.conn.execute(f"UPDATE leaves SET {column} = NULL WHERE idx = ?", (index,))
-            self.conn.execute("INSERT OR REPLACE INTO erasures VALUES (?, ?, ?, ?)", (index, field, time, reason))
+            content = self.conn.execute("DELETE FROM payloads WHERE idx = ? AND field = ?", (index, field)).rowcount > 0
+            salt = self.conn.execute(f"UPDATE leaves SET {column} = NULL WHERE idx = ? AND {column} IS NOT NULL", (index,)).rowcount > 0
+            if content or salt:  # a tombstone for nothing would hide a salt deleted outside tether
+                self.conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?)", (index, field, time, reason))
+        return content, salt
 
     # ---- purges and exports ----------------------------------------------------------------------------
     def purge_prefix(self, end: int, purge: dict[str, object]) -> None:

@@ -467,11 +467,21 @@ def erase(
         if field not in (None, "input", "output"):
             raise UsageError(f"--field '{field}': expected input or output")
         with _open(ctx) as log:
-            erased = log.erase(request_id, reason, (field,) if field else ("input", "output"))
+            report = log.erase(request_id, reason, (field,) if field else ("input", "output"))
         if as_json:
-            emit_json({"erased": erased})
-        else:
-            typer.echo(f"erased {len(erased)} payload(s) of request {request_id}" if erased else f"request {request_id} has no payload to erase")
+            emit_json(report.to_json())
+            return
+        if report.erased:
+            kept = "" if report.payloads else " (no payload content was kept, only the salts of its digests)"
+            typer.echo(f"erased {report.payloads} payload(s) and {report.salts} salt(s) of request {request_id}{kept}")
+        earlier: dict[tuple[str, str], list[str]] = {}
+        for item in report.already_erased:
+            earlier.setdefault((item["time"], item["reason"]), []).append(f"leaf {item['leaf_index']} {item['field']}")
+        for (when, why), items in earlier.items():
+            what = "" if len(earlier) == 1 and not report.erased else f"{', '.join(items)} "
+            typer.echo(f"request {request_id}: {what}already erased on {when}: {why}")
+        if not report.erased and not report.already_erased:
+            typer.echo(f"request {request_id} has no payload to erase")
 
 
 @audit_app.command()
