@@ -201,3 +201,31 @@ def test_a_second_erase_is_a_no_op_that_says_when_and_why_the_first_was(audit_pr
     assert [(item["time"], item["reason"]) for item in data["already_erased"]] == [(when, "GDPR art.17")] * 2
     after = json.loads(run("audit", "verify", "--json").stdout)
     assert after["ok"] and after["payloads_erased"] == erased  # the first erasure's time and reason stand
+
+
+@pytest.mark.parametrize("earlier_verify", [False, True])
+def test_an_overdue_export_is_named_with_how_overdue_and_the_interval(audit_project: AuditProject, tmp_path: Path,
+                                                                      earlier_verify: bool) -> None:
+    import sqlite3
+
+    audit_project.configure('checkpoint_export_interval = "1h"', tier="regulated")
+    record_day(audit_project)
+    run = audit_project.dir.run
+    run("audit", "checkpoint", "--export", str(tmp_path / "safe.txt"))
+    if earlier_verify:
+        run("audit", "verify")  # the next plain verify is incremental
+    conn = sqlite3.connect(audit_project.root / ".tether" / "audit.db")
+    with conn:  # the export was made 3 hours and 20 minutes ago
+        when = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(hours=3, minutes=20)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        conn.execute("UPDATE exports SET time = ?", (when,))
+    conn.close()
+    for args in ((), ("--full",)):
+        result = run("audit", "verify", *args, code=1)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("tether: error: audit verify failed: tier 'regulated': the last checkpoint export "), last
+        assert f"({when})" in last and "is 2h20m overdue" in last and "audit.checkpoint_export_interval is 1h" in last, last
+        assert "the full check names what is wrong" not in result.stderr and "incremental check failed" not in result.stderr
+    data = json.loads(run("audit", "verify", "--json", code=1).stdout)
+    assert "2h20m overdue" in data["first_problem"] and not data["warnings"]
+    run("audit", "checkpoint", "--export", str(tmp_path / "safe.txt"))
+    run("audit", "verify")

@@ -68,6 +68,21 @@ class AuditWriteError(CheckFailedError):
     """Records could not be made durable (the database refused the write)."""
 
 
+def _duration(seconds: float) -> str:
+    """``2h20m``, ``1d``, ``45s``: the largest unit and the next one, truncated."""
+    units = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    left = max(0, int(seconds))
+    for position, (name, size) in enumerate(units):
+        if left >= size or size == 1:
+            text = f"{left // size}{name}"
+            if position + 1 < len(units):
+                next_name, next_size = units[position + 1]
+                if (left % size) // next_size:
+                    text += f"{(left % size) // next_size}{next_name}"
+            return text
+    return "0s"
+
+
 def _target_fields(target: Any, alias: Any, version_id: Any) -> tuple[Any, Any]:
     """Alias and version ID from explicit arguments, else from ``target`` (a live version)."""
     if target is not None:
@@ -900,7 +915,8 @@ class AuditLog:
             return None
         last = self.store.last_export()
         if last is None:
-            return f"no checkpoint was ever exported (audit.checkpoint_export_interval is {interval}s); run `tether audit checkpoint --export FILE`"
+            return (f"no checkpoint was ever exported (audit.checkpoint_export_interval is {_duration(interval)}); "
+                    "run `tether audit checkpoint --export FILE`")
         try:
             when = _dt.datetime.strptime(last[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
         except ValueError as exc:
@@ -908,7 +924,8 @@ class AuditLog:
                                  "(changed outside tether)") from exc
         age = (utc_now() - when).total_seconds()
         if age > interval:
-            return f"the last checkpoint export ({last[0]}) is older than audit.checkpoint_export_interval ({interval}s)"
+            return (f"the last checkpoint export ({last[0]}) is {_duration(age - interval)} overdue: "
+                    f"audit.checkpoint_export_interval is {_duration(interval)}; run `tether audit checkpoint --export FILE`")
         return None
 
     # ---- proofs ---------------------------------------------------------------------------------------------

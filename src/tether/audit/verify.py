@@ -186,6 +186,7 @@ def verify_log(log: AuditLog, against: list[str], verifier: Verifier | None = No
         if located.ok:  # the records agree with themselves but not with what was verified before
             located.problems = report.problems
         report = located
+    _check_export_policy(log, report)
     return report
 
 
@@ -477,17 +478,23 @@ def _verify(log: AuditLog, verifier: Verifier, exported: list[tuple[str, Checkpo
         kept_root = CompactRange(start, [value for _, _, value in purges[-1].frontier]).root().hex()
         if last_purge_record.attributes.get("purged_prefix_root") != kept_root:
             report.add(f"leaf {last_purge_record.index}: the purge record does not match the subtrees kept for the purged prefix", last_purge_record.index)
+    return reached
+
+
+def _check_export_policy(log: AuditLog, report: VerifyReport) -> None:
+    """The declared export interval: a problem in tier 'regulated', else a warning. It says
+    nothing about the records, so it is checked once, apart from them (a late export never sends
+    an incremental verify into a full one)."""
     try:
         overdue = log.export_overdue()
     except AuditDataError as exc:
         report.add(str(exc))
-        overdue = None
+        return
     if overdue:
         if log.settings.tier == "regulated":
             report.add(f"tier 'regulated': {overdue}")
         else:
             report.warnings.append(overdue)
-    return reached
 
 
 def _check_older_exports(store: AuditStore, exported: list[tuple[str, Checkpoint]], state: VerifiedState,
