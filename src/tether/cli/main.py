@@ -295,6 +295,11 @@ def checkout(
     with handled(as_json):
         with _open() as project:
             result = project.checkout(ref, dest=dir_, force=force, link=link)
+        if result.left_behind:
+            from tether.cli.output import warn
+
+            warn(f"left version {result.left_behind} behind: no branch or alias reaches it; "
+                 f"keep it with `tether branch NAME {result.left_behind}`")
         if as_json:
             emit_json(result.to_json())
             return

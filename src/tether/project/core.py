@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -39,6 +38,7 @@ from tether.errors import (
     NothingToCommitError,
     PinningError,
     ReferenceNotFoundError,
+    TetherError,
     UsageError,
     VerificationError,
 )
@@ -70,7 +70,7 @@ from tether.project.results import (
 from tether.project.statcache import StatCache
 from tether.project.worktree import WorkingTree
 from tether.store import ObjectCorruptError, ObjectMissingError, ObjectStore, StoreError, open_store
-from tether.store.atomic import atomic_write_bytes
+from tether.store.atomic import atomic_write_bytes, is_temporary_name, staging_path
 
 DOT_DIR = ".tether"
 DEFAULT_BRANCH = "main"
@@ -115,7 +115,10 @@ class StoreReader(BlobReader):
             if self.tree is None:
                 raise
         path = self.tree.resolve(entry.path, entry.path)
-        return open(path, "rb")
+        try:
+            return open(path, "rb")
+        except PermissionError:
+            raise UsageError(f"{entry.path}: permission denied") from None
 
 
 def _import_in_background(module: str) -> None:
@@ -639,73 +642,216 @@ class Project:
         if manifest.project_file:
             wanted.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, manifest.project_file, 0))
         if dest is not None:
-            target_root = Path(dest).resolve()
-            if target_root.exists() and (not target_root.is_dir() or any(target_root.iterdir())):
-                raise UsageError(f"--dir {dest}: exists and is not an empty folder")
-            target_root.mkdir(parents=True, exist_ok=True)
-            written = self._materialize(target_root, wanted, link=link)
-            return CheckoutResult(version_id, str(target_root), written, 0, None)
+            return self._checkout_into(Path(dest), str(dest), version_id, wanted, link)
 
+        head = self.head()
+        current: dict[str, FileEntry] = {}  # what the current version records, path by path
+        if head:
+            for snap in self.version_snapshots(head).values():
+                current.update((entry.path, entry) for entry in snap.files)
+        stale = set(current) - set(wanted)
+        if head:
+            head_file = self.manifest(head).project_file
+            if head_file:
+                current.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, head_file, 0))
         if not force:
             drift = self.status().drifted
             if drift:
                 names = ", ".join(f"{item.name} ({item.state})" for item in drift)
                 raise DriftError(f"working tree has changes no version records: {names}; commit them or use --force")
-        head = self.head()
-        stale: set[str] = set()
-        if head:
-            for snap in self.version_snapshots(head).values():
-                stale.update(entry.path for entry in snap.files)
-        stale -= set(wanted)
-        written = self._materialize(self.root, wanted)
+            self._refuse_overwrites(wanted, stale, current)
+        previous_branch = self.current_branch()
+        stale_folders = [(self.root / rel).parent for rel in stale if is_posix_relative(rel)]
+        written = self._materialize(self.root, wanted, clean_folders=stale_folders)
         removed = 0
         for rel in sorted(stale):
             path = self.root / rel
             if is_posix_relative(rel) and path.is_file():
                 path.unlink()
                 removed += 1
-        branch = ref if self.meta.get_branch(ref) == version_id else None
+        # "HEAD" (say, `checkout HEAD --force` to discard edits) keeps the current branch checked out.
+        branch = previous_branch if ref == "HEAD" else (ref if self.meta.get_branch(ref) == version_id else None)
+        left_behind = None
+        if previous_branch is None and head and head != version_id and not self._reachable_by_name(head, version_id):
+            left_behind = head
         self._set_head(branch, version_id)
         self.reload()
-        return CheckoutResult(version_id, str(self.root), written, removed, branch or version_id)
+        return CheckoutResult(version_id, str(self.root), written, removed, branch or version_id, left_behind)
 
-    def _materialize(self, target_root: Path, entries: dict[str, FileEntry], link: bool = False) -> int:
+    def _checkout_into(self, target_root: Path, label: str, version_id: str, wanted: dict[str, FileEntry], link: bool) -> CheckoutResult:
+        """``checkout --dir``: into a new or empty folder; a failure leaves nothing behind (the
+        files and folders this checkout created are removed, nothing that was there before)."""
+        target_root = target_root.resolve()
+        try:
+            if target_root.exists() and (not target_root.is_dir() or any(target_root.iterdir())):
+                raise UsageError(f"--dir {label}: exists and is not an empty folder")
+        except PermissionError:
+            raise UsageError(f"--dir {label}: permission denied") from None
+        created = _missing_folders(target_root)
+        try:
+            target_root.mkdir(parents=True, exist_ok=True)
+            written = self._materialize(target_root, wanted, link=link)
+        except BaseException:
+            for folder in reversed(created):  # deepest first; only folders this checkout made
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
+        return CheckoutResult(version_id, str(target_root), written, 0, None)
+
+    def _refuse_overwrites(self, wanted: dict[str, FileEntry], stale: set[str], current: dict[str, FileEntry]) -> None:
+        """Refuse a checkout that would overwrite or remove a file whose bytes the current version
+        does not record: an untracked file where the target has one, or a local change. A file
+        that already holds the target's bytes is left alone, so it is no conflict."""
+        untracked: list[str] = []
+        changed: list[str] = []
+
+        def judge(rel: str) -> None:
+            recorded = current.get(rel)
+            if recorded is None:
+                if rel == PROJECT_FILE:
+                    return  # the current version predates recording tether.toml
+                untracked.append(rel)
+                return
+            try:
+                same = self.tree.file_entry(rel).digest == recorded.digest
+            except (OSError, TetherError, ComponentError):
+                same = False
+            if not same:
+                changed.append(rel)
+
+        for rel in sorted(set(wanted) | stale):
+            if not is_posix_relative(rel):
+                continue  # refused with its own message when it is written
+            path = self.root / rel
+            if not os.path.lexists(path):
+                continue
+            if rel in wanted and path.is_file() and not path.is_symlink() and self._holds(self.root, rel, wanted[rel]):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                if rel in wanted:  # a folder where the target has a file: every file in it would go
+                    for dirpath, _, filenames in os.walk(path):
+                        for name in sorted(filenames):
+                            if not is_temporary_name(name):
+                                judge((Path(dirpath) / name).relative_to(self.root).as_posix())
+                continue
+            judge(rel)
+        problems = []
+        if untracked:
+            noun, it = ("untracked file would", "it") if len(untracked) == 1 else ("untracked files would", "them")
+            problems.append(f"{noun} be overwritten by checkout: {_name_some(untracked)}; move {it} or use --force")
+        if changed:
+            problems.append(f"local changes would be lost by checkout: {_name_some(changed)}; commit them or use --force")
+        if problems:
+            raise DriftError("; ".join(problems))
+
+    def _reachable_by_name(self, version_id: str, new_head: str) -> bool:
+        """True when a branch, an alias or the new HEAD reaches ``version_id`` (it is one of them
+        or an ancestor of one)."""
+        from tether.meta.lifecycle import lifecycle_repository
+
+        pending = [new_head, *self.meta.list_branches().values()]
+        pending += [state.version_id for state in lifecycle_repository(self.meta).list_aliases().values()]
+        seen: set[str] = set()
+        while pending:
+            candidate = pending.pop()
+            if candidate == version_id:
+                return True
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            pending.extend(self.meta.get_parents(candidate))
+        return False
+
+    def _materialize(
+        self, target_root: Path, entries: dict[str, FileEntry], link: bool = False, clean_folders: list[Path] | None = None
+    ) -> int:
         """Stage every entry (verified) next to its destination, then move them all into place.
 
         The store clones (reflink) or writes with large sequential writes; ``link`` asks for
-        read-only files hard-linked to the store (executables are copied, read-only too).
+        read-only files hard-linked to the store (executables are copied, read-only too). Each
+        file is staged under one predictable name (``.NAME.tether-tmp``): in the working tree,
+        the leftovers of a killed checkout in the folders written to (and ``clean_folders``) are
+        removed first, holding the checkout lock so gc never takes a staging file in use.
         """
+        if target_root != self.root:
+            return self._stage_and_place(target_root, entries, link, undo_placed=True)
+        from tether.project.storage import checkout_lock
+        from tether.project.worktree import STALE_TEMPORARY_SECONDS, remove_temporaries
+
+        folders = [(self.root / rel).parent for rel in entries if is_posix_relative(rel)] + list(clean_folders or [])
+
+        def clean(alone: bool) -> None:
+            remove_temporaries(folders, None if alone else STALE_TEMPORARY_SECONDS)
+
+        with checkout_lock(self.dot, clean):
+            return self._stage_and_place(target_root, entries, link, undo_placed=False)
+
+    def _stage_and_place(self, target_root: Path, entries: dict[str, FileEntry], link: bool, undo_placed: bool) -> int:
+        """Stage, then rename into place. On failure the staging files and the folders created
+        for them are removed; with ``undo_placed`` (a new --dir) so are the files already placed."""
         staged: list[tuple[Path, Path, FileEntry]] = []
+        created: list[Path] = []
+        placed: list[Path] = []
         try:
             for rel, entry in sorted(entries.items()):
                 final = _safe_destination(target_root, rel)
                 if final.is_file() and not final.is_symlink() and self._holds(target_root, rel, entry):
                     continue
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tether-tmp", dir=final.parent)
-                os.close(fd)
-                staged.append((Path(tmp), final, entry))
+                created.extend(_missing_folders(final.parent))
+                staging = staging_path(final)
                 try:
-                    self.store.materialize(entry.digest, tmp, link=link and not entry.executable)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise CheckFailedError(f"{rel}: a file is in the way of its folder; nothing was changed") from exc
+                except PermissionError as exc:
+                    raise UsageError(f"{self._shown(exc.filename or final.parent)}: permission denied") from exc
+                try:
+                    self.store.materialize(entry.digest, staging, link=link and not entry.executable, staged=True)
                 except ObjectMissingError as exc:
                     raise VerificationError(f"{rel}: object {entry.digest[:12]} is missing from the store") from exc
                 except ObjectCorruptError as exc:
                     raise VerificationError(f"{rel}: object {entry.digest[:12]} is corrupted (it no longer hashes to its name)") from exc
+                except FileExistsError as exc:
+                    raise CheckFailedError(
+                        f"{self._shown(staging)}: another checkout is writing {rel} (its staging file exists); "
+                        "nothing was changed, try again when it has finished"
+                    ) from exc
+                except StoreError as exc:
+                    raise UsageError(f"{rel}: {exc}") from exc
+                except PermissionError as exc:
+                    raise UsageError(f"{self._shown(exc.filename or final)}: permission denied") from exc
+                staged.append((staging, final, entry))
                 if link:
                     if entry.executable:
-                        os.chmod(tmp, 0o555)
+                        os.chmod(staging, 0o555)
                 else:
-                    os.chmod(tmp, 0o755 if entry.executable else 0o644)
+                    os.chmod(staging, 0o755 if entry.executable else 0o644)
+            for staging, final, _ in staged:
+                if final.is_dir() and not final.is_symlink():
+                    shutil.rmtree(final)
+                os.replace(staging, final)
+                placed.append(final)
         except BaseException:
-            for tmp, _, _ in staged:
+            for staging, _, _ in staged:
                 with suppress(FileNotFoundError):
-                    tmp.unlink()
+                    staging.unlink()
+            if undo_placed:
+                for final in placed:
+                    with suppress(FileNotFoundError):
+                        final.unlink()
+            for folder in reversed(created):
+                with suppress(OSError):
+                    folder.rmdir()  # only when empty: never what was there before
             raise
-        for tmp, final, _ in staged:
-            if final.is_dir() and not final.is_symlink():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
         return len(staged)
+
+    def _shown(self, path: str | os.PathLike[str] | bytes) -> str:
+        """A path for a message: relative to the project when inside it."""
+        text = os.fsdecode(path)
+        try:
+            return Path(text).relative_to(self.root).as_posix()
+        except ValueError:
+            return text
 
     def _holds(self, target_root: Path, rel: str, entry: FileEntry) -> bool:
         """True when the destination file already has the entry's bytes (stat-cached in the tree)."""
@@ -715,7 +861,7 @@ class Project:
             if entry.size and (target_root / rel).stat().st_size != entry.size:
                 return False
             return digest_file(target_root / rel)[0] == entry.digest
-        except (OSError, ComponentError):
+        except (OSError, ComponentError, TetherError):  # unreadable or odd: it is not proven to hold them
             return False
 
     # ---- branches ------------------------------------------------------------------------------
@@ -884,7 +1030,8 @@ class Project:
 
     def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None) -> GcReport:
         """Remove objects no version refers to, once older than the grace period (so an in-flight
-        commit's fresh objects are never taken), temporary files of killed writers, and the
+        commit's fresh objects are never taken), temporary files of killed writers (in the store
+        and, for a killed checkout, in the working tree), and the
         ``tether.resolve`` copies of versions no alias keeps that nothing loaded within it.
 
         Never while a commit is in flight (gc waits for the commit lock, then refuses); the parts
@@ -921,6 +1068,11 @@ class Project:
                 self.store.delete(digest)
         if not dry_run:
             report.temporary_removed = self.store.clean_temporary(grace_seconds)
+            from tether.project.worktree import project_folders, remove_temporaries
+
+            # Staging files a killed checkout left in the working tree: gc holds the lock every
+            # checkout holds while staging, so none of them is still being written.
+            report.temporary_removed += len(remove_temporaries(project_folders(self.root), None))
         from tether.lifecycle.runtime import clean_live
 
         kept_live = {item["version_id"] for item in report.protected}
@@ -945,6 +1097,21 @@ def _file_changes(old: Snapshot, new: Snapshot) -> list[dict[str, str]]:
         elif old_files[path] != new_files[path]:
             changes.append({"path": path, "change": "content"})
     return changes
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, outermost first (what mkdir creates)."""
+    missing: list[Path] = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.insert(0, folder)
+        folder = folder.parent
+    return missing
+
+
+def _name_some(paths: list[str], limit: int = 5) -> str:
+    """Up to ``limit`` paths, then how many more."""
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _safe_destination(root: Path, rel: str) -> Path:

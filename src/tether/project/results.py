@@ -127,6 +127,9 @@ class CheckoutResult:
     files_written: int
     files_removed: int
     head: str | None  # branch name or detached ID after a working-tree checkout
+    #: the detached version this checkout moved away from when no branch or alias reaches it
+    #: (keep it with ``tether branch NAME ID``)
+    left_behind: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tether.components import Snapshot
-from tether.errors import CheckFailedError
+from tether.errors import CheckFailedError, UsageError
 from tether.store import ObjectStore, StoreError, StoreHint
 
 LOCK_FILE = "gc.lock"
@@ -65,6 +65,31 @@ def gc_lock(dot: Path, wait_seconds: float | None = None) -> contextlib.Abstract
     """Held (exclusive) by gc: waits for in-flight commits (:data:`GC_WAIT_SECONDS`), then refuses
     with exit 1."""
     return _locked(dot, fcntl.LOCK_EX, GC_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+
+
+@contextlib.contextmanager
+def checkout_lock(dot: Path, clean: Callable[[bool], object]) -> Iterator[None]:
+    """Held (shared) by a checkout while it stages files in the working tree, so gc (which holds
+    the lock exclusively and then removes every tether temporary file in the tree) never takes a
+    staging file still being written.
+
+    First ``clean(alone)`` runs: ``alone`` is True when no other tether process held the lock (a
+    commit, gc or another checkout), so every tether temporary file in the tree is a leftover of a
+    killed process; otherwise only old ones are.
+    """
+    dot.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dot / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        clean(alone)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive to shared, or wait for a running gc
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> dict[str, StoreHint]:
@@ -117,14 +142,17 @@ def verify_store(
 
     Returns (objects stored, problems). Progress is reported in bytes for large stores.
     """
-    stored = list(store.iter_digests())
+    try:
+        stored = list(store.iter_digests())
+    except PermissionError as exc:
+        raise UsageError(f"{exc.filename}: permission denied (the object store cannot be listed)") from None
     stored_set = set(stored)
     problems: list[str] = []
     sizes: dict[str, int] = {}
     for digest in stored:
         try:
             sizes[digest] = store.size(digest)
-        except StoreError:
+        except (StoreError, OSError):
             sizes[digest] = 0
     total = sum(sizes.values())
     by_bytes = total >= LARGE_STORE_BYTES
@@ -134,8 +162,8 @@ def verify_store(
         try:
             for part in store.parts(digest):
                 users.setdefault(part, f"part of {digest[:12]}" + (f", {needed[digest]}" if digest in needed else ""))
-        except StoreError:
-            continue  # a recipe that does not parse: verify below names it
+        except (StoreError, OSError):
+            continue  # a recipe that does not parse or cannot be read: verify below names it
     for index, digest in enumerate(stored, start=1):
         owner = needed.get(digest) or users.get(digest)
         where = f" (needed by {owner})" if owner else ""
@@ -143,6 +171,8 @@ def verify_store(
             ok = store.verify(digest)
         except StoreError as exc:
             problems.append(f"object {digest}: {exc}{where}")
+        except OSError as exc:
+            problems.append(f"object {digest}: cannot be read ({exc.strerror}){where}")
         else:
             if not ok:
                 problems.append(f"object {digest}: content does not hash to its name{where}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import stat
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,13 +18,57 @@ from tether.components.base import (
     PathEscapeError,
     SnapshotContext,
 )
-from tether.errors import CheckFailedError
+from tether.errors import CheckFailedError, UsageError
 from tether.ids import FileBlocks, FileChangedError, digest_file, open_blocks
 from tether.project.statcache import StatCache, signature
+from tether.store.atomic import is_temporary_name
 from tether.store.base import StoreError
 
 _GLOB_CHARS = set("*?[")
 _IGNORED_DIRS = {".tether", ".git", "__pycache__", ".venv"}
+#: a tether temporary file in the working tree younger than this may belong to a checkout still
+#: writing (when another tether process holds the lock); older ones are leftovers of a killed one
+STALE_TEMPORARY_SECONDS = 600.0
+
+
+def permission_denied(rel_path: str) -> UsageError:
+    """The one-line error for a project file or folder tether may not read (exit 2)."""
+    return UsageError(f"{rel_path}: permission denied")
+
+
+def project_folders(root: Path) -> Iterator[Path]:
+    """Every folder of the project (not ``.tether``, ``.git``, ``.venv``, ``__pycache__``; symlinks
+    not followed), for the temporary files a killed checkout left anywhere in the tree."""
+    for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+        dirnames[:] = [name for name in dirnames if name not in _IGNORED_DIRS]
+        yield Path(dirpath)
+
+
+def remove_temporaries(folders: Iterable[Path], older_than_seconds: float | None, dry_run: bool = False) -> list[Path]:
+    """Remove tether's own temporary files (:func:`~tether.store.atomic.is_temporary_name`) found
+    directly in ``folders``: those older than ``older_than_seconds``, or all of them with None (no
+    other tether process is writing). Returns what was (or, with ``dry_run``, would be) removed."""
+    cutoff = None if older_than_seconds is None else time.time() - older_than_seconds
+    removed: list[Path] = []
+    for folder in dict.fromkeys(folders):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # gone, not a folder, or unreadable: nothing tether could have left there
+        for entry in entries:
+            if not is_temporary_name(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if cutoff is not None and entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if not dry_run:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # its writer or another cleaner got there first
+            removed.append(Path(entry.path))
+    return removed
 
 
 class WorkingTree(SnapshotContext):
@@ -83,6 +129,8 @@ class WorkingTree(SnapshotContext):
             st = candidate.stat()
         except FileNotFoundError:
             raise ComponentError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist") from None
+        except PermissionError:
+            raise permission_denied(rel_path) from None
         if stat.S_ISREG(st.st_mode):
             self._observe(rel_path, st)
         return candidate
@@ -90,11 +138,23 @@ class WorkingTree(SnapshotContext):
     def relative(self, path: Path) -> str:
         return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
 
+    def _unreadable_folder(self, error: OSError) -> None:
+        """``os.walk``'s error handler: a folder that cannot be listed is an error naming it, never
+        a folder silently skipped (its files would go unversioned)."""
+        if isinstance(error, FileNotFoundError):
+            return  # removed while walking: it has no files
+        folder = self.relative(Path(error.filename)) if error.filename else "?"
+        if isinstance(error, PermissionError):
+            raise UsageError(f"{folder}/: permission denied (folder cannot be read)") from None
+        raise UsageError(f"{folder}/: folder cannot be read ({error.strerror})") from None
+
     def _walk(self, folder: Path, field_name: str) -> list[str]:
         found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=self._unreadable_folder, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
             for name in filenames:
+                if is_temporary_name(name):
+                    continue  # tether's own staging file, never part of a snapshot
                 full = Path(dirpath) / name
                 rel = self.relative(full)
                 self.resolve(rel, field_name)  # symlinks inside a folder must stay inside too
@@ -123,11 +183,12 @@ class WorkingTree(SnapshotContext):
                     raise PathEscapeError(f"{self.project_file}: {field_name}: '{pattern}' is absolute; paths are relative to the project")
                 if ".." in Path(pattern).parts:
                     raise PathEscapeError(f"{self.project_file}: {field_name}: '{pattern}' leaves the project folder")
+                self._check_glob_folders(self.root, Path(pattern).parts)
                 matched = sorted(glob.glob(str(self.root / pattern), recursive=True))
                 files = []
                 for match in matched:
                     rel = self.relative(Path(match))
-                    if any(part in _IGNORED_DIRS for part in Path(rel).parts):
+                    if any(part in _IGNORED_DIRS for part in Path(rel).parts) or is_temporary_name(Path(rel).name):
                         continue
                     resolved = self.resolve(rel, field_name)
                     if resolved.is_dir():
@@ -147,8 +208,50 @@ class WorkingTree(SnapshotContext):
                     results.add(self.relative(resolved) if not resolved.is_symlink() else Path(pattern).as_posix())
         return sorted(results)
 
+    def _list_folder(self, folder: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as entries:
+                return list(entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            self._unreadable_folder(exc)
+            return []
+
+    def _check_glob_folders(self, folder: Path, parts: tuple[str, ...]) -> None:
+        """Name a folder a glob would have to list but cannot (``glob`` skips it silently, and the
+        files below it would go unversioned): the folders the pattern descends into, as ``glob``
+        chooses them (hidden names only for a part starting with '.'; symlinked folders not followed)."""
+        if not parts:
+            return
+        head, rest = parts[0], parts[1:]
+        if not any(ch in _GLOB_CHARS for ch in head):
+            if rest:
+                self._check_glob_folders(folder / head, rest)
+            return
+        entries = self._list_folder(folder)  # glob lists this folder to match ``head``
+        if head == "**":
+            if rest:
+                self._check_glob_folders(folder, rest)
+            subfolders = [entry for entry in entries if _descends(entry) and not entry.name.startswith(".")]
+            for entry in subfolders:
+                self._check_glob_folders(Path(entry.path), parts)
+            return
+        if not rest:
+            return
+        for entry in entries:
+            hidden_ok = head.startswith(".") or not entry.name.startswith(".")
+            if hidden_ok and _descends(entry) and fnmatch.fnmatchcase(entry.name, head):
+                self._check_glob_folders(Path(entry.path), rest)
+
     # -- content -----------------------------------------------------------------------
     def file_entry(self, rel_path: str) -> FileEntry:
+        try:
+            return self._file_entry(rel_path)
+        except PermissionError:
+            raise permission_denied(rel_path) from None
+
+    def _file_entry(self, rel_path: str) -> FileEntry:
         path = self.resolve(rel_path, rel_path)
         st = path.stat()
         executable = bool(st.st_mode & stat.S_IXUSR)
@@ -172,6 +275,14 @@ class WorkingTree(SnapshotContext):
     ) -> tuple[FileEntry, Any]:
         """The whole-file digest first (unless the stat cache knows it): a byte-identical re-save
         (new mtime, same bytes) then reuses the cached value instead of computing it again."""
+        try:
+            return self._file_entry_with(rel_path, key, compute)
+        except PermissionError:
+            raise permission_denied(rel_path) from None
+
+    def _file_entry_with(
+        self, rel_path: str, key: str, compute: Callable[[FileBlocks], Any]
+    ) -> tuple[FileEntry, Any]:
         path = self.resolve(rel_path, rel_path)
         st = path.stat()
         executable = bool(st.st_mode & stat.S_IXUSR)
@@ -202,6 +313,12 @@ class WorkingTree(SnapshotContext):
         return FileEntry(rel_path, digest, size, executable), value
 
     def cached(self, rel_path: str, key: str, compute: Callable[[Path], Any]) -> Any:
+        try:
+            return self._cached(rel_path, key, compute)
+        except PermissionError:
+            raise permission_denied(rel_path) from None
+
+    def _cached(self, rel_path: str, key: str, compute: Callable[[Path], Any]) -> Any:
         path = self.resolve(rel_path, rel_path)
         st = path.stat()
         if self.cache is not None:
@@ -212,6 +329,23 @@ class WorkingTree(SnapshotContext):
         if self.cache is not None:
             self.cache.put(rel_path, st, key, value)
         return value
+
+    def read_bytes(self, rel_path: str) -> bytes:
+        path = self.resolve(rel_path, rel_path)
+        try:
+            return path.read_bytes()
+        except PermissionError:
+            raise permission_denied(rel_path) from None
+
+
+def _descends(entry: os.DirEntry[str]) -> bool:
+    """A real folder tether looks into (a symlink to one is not followed by the readability check)."""
+    if entry.name in _IGNORED_DIRS:
+        return False
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 class WorkingTreeReader(BlobReader):
@@ -227,4 +361,7 @@ class WorkingTreeReader(BlobReader):
                 return self.fallback.open(entry)
             except (StoreError, FileNotFoundError):
                 pass
-        return open(self.tree.resolve(entry.path, entry.path), "rb")
+        try:
+            return open(self.tree.resolve(entry.path, entry.path), "rb")
+        except PermissionError:
+            raise permission_denied(entry.path) from None

@@ -4,8 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
+
+#: Every temporary file tether creates beside a file it writes ends in this suffix: a staging
+#: file ``.NAME.tether-tmp`` (one per target, see :func:`staging_path`) or an atomic write's
+#: ``.NAME.XXXXXXXX.tether-tmp``. Snapshots never record such names, and checkout and gc remove
+#: the ones a killed process left behind.
+TEMPORARY_SUFFIX = ".tether-tmp"
+_TEMPORARY_NAME = re.compile(
+    r"\..+\.tether-tmp"  # a staging file or an atomic write's temporary file
+    r"(\.[0-9a-f]{16}\.tmp)?"  # older tethers: the store's own temporary file inside a staging name
+)
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the name of a temporary file tether itself creates beside the files it writes."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
+
+
+def staging_path(final: str | os.PathLike[str]) -> Path:
+    """Where ``final``'s bytes are written before being renamed into place: one predictable name
+    per target, so a killed writer leaves at most one file, which the next writer recognizes."""
+    target = Path(final)
+    return target.with_name(f".{target.name}{TEMPORARY_SUFFIX}")
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -21,7 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
     """Replace ``path`` with ``data`` so a reader sees the old or the new bytes, never a mix."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -108,12 +108,16 @@ class ObjectStore(ABC):
         return []
 
     @abstractmethod
-    def materialize(self, digest: str, dest: str | os.PathLike[str], link: bool = False) -> None:
+    def materialize(self, digest: str, dest: str | os.PathLike[str], link: bool = False, *, staged: bool = False) -> None:
         """Write an object to ``dest`` atomically (temporary file and rename), verifying its digest.
 
         Raises :class:`ObjectCorruptError` and leaves ``dest`` untouched when the bytes are wrong.
         With ``link`` the caller asks for a read-only file: the store may hard-link its own
         object (never modify it!) instead of copying; otherwise ``dest`` is a writable copy.
+        With ``staged`` the caller passes its own staging file (see
+        :func:`tether.store.atomic.staging_path`), which must not exist (:class:`FileExistsError`
+        otherwise): the store writes it directly, with no temporary file of its own, and removes it
+        when the bytes are wrong; the caller renames it into place.
         """
 
     @abstractmethod

@@ -29,7 +29,7 @@ from typing import BinaryIO, Protocol
 
 from tether.ids import Hasher, digest_bytes, is_digest
 from tether.ids.hashing import BLOCK_SIZE
-from tether.store.atomic import atomic_write_bytes, fsync_dir
+from tether.store.atomic import TEMPORARY_SUFFIX, atomic_write_bytes, fsync_dir
 from tether.store.base import ObjectCorruptError, ObjectMissingError, ObjectStore, StoreError, StoreHint
 from tether.store.layout import (
     DELTA_LEVEL,
@@ -809,10 +809,13 @@ class LocalObjectStore(ObjectStore):
     # -- recipes -----------------------------------------------------------------------------------
 
     def _load_recipe(self, digest: str) -> Recipe:
+        path = self._recipe_path(digest)
         try:
-            data = self._recipe_path(digest).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ObjectMissingError(f"object {digest} is missing from {self.root}") from None
+        except PermissionError:
+            raise StoreError(f"{path}: permission denied") from None
         try:
             return Recipe.from_bytes(data, digest)
         except (ValueError, KeyError, TypeError) as exc:
@@ -843,10 +846,13 @@ class LocalObjectStore(ObjectStore):
         return io.BufferedReader(_RecipeStream(self, self._load_recipe(digest)), buffer_size=BLOCK_SIZE)  # type: ignore[return-value]
 
     def _open_raw(self, digest: str) -> io.BufferedReader:
+        path = self._path(digest)
         try:
-            return open(self._path(digest), "rb")
+            return open(path, "rb")
         except FileNotFoundError:
             raise ObjectMissingError(f"object {digest} is missing from {self.root}") from None
+        except PermissionError:
+            raise StoreError(f"{path}: permission denied") from None
 
     def _stat(self, digest: str) -> os.stat_result:
         for target in (self._path(digest), self._recipe_path(digest)):
@@ -1006,19 +1012,21 @@ class LocalObjectStore(ObjectStore):
 
     # -- materializing -------------------------------------------------------------------------
 
-    def materialize(self, digest: str, dest: str | os.PathLike[str], link: bool = False) -> None:
+    def materialize(self, digest: str, dest: str | os.PathLike[str], link: bool = False, *, staged: bool = False) -> None:
         """Write the file to ``dest`` so that ``dest`` changes only if the bytes verify.
 
         A whole object is hard-linked when ``link`` asks for a read-only file (and the folders
         share a filesystem), else cloned (reflink) where the filesystem can, else copied in one
         hashing pass; a recipe is rebuilt with large sequential writes, every part verified.
+        With ``staged``, ``dest`` is the caller's own staging file (it must not exist): it is
+        written directly, with no temporary file of the store's, and removed if it does not verify.
         """
         target = Path(dest)
         plain = self._path(digest)
         if not plain.is_file() and not self._has_recipe(digest):
             raise ObjectMissingError(f"object {digest} is missing from {self.root}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_name = str(target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp")
+        tmp_name = str(target) if staged else str(target.parent / f".{target.name}.{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
         try:
             if plain.is_file() and link and self._link(plain, tmp_name):
                 self._check_copy(digest, tmp_name)
@@ -1037,7 +1045,10 @@ class LocalObjectStore(ObjectStore):
                     handle.close()
             if link and not os.stat(tmp_name).st_nlink > 1:
                 os.chmod(tmp_name, 0o444)
-            os.replace(tmp_name, target)
+            if not staged:
+                os.replace(tmp_name, target)
+        except FileExistsError:
+            raise  # the name was taken before this call created anything: not ours to remove
         except ObjectCorruptError as exc:
             _unlink_quietly(tmp_name)
             raise ObjectCorruptError(f"{exc}; {target} was not written") from None
