@@ -116,6 +116,30 @@ def test_status_reports_removed_component(prompt_project: ProjectDir) -> None:
     assert {item["name"]: item["state"] for item in status["components"]}["generation"] == "removed"
 
 
+def test_a_settings_only_edit_of_tether_toml_is_drift_and_commits(prompt_project: ProjectDir) -> None:
+    """[policy], [audit]... are recorded with the version's tether.toml: an edit there is neither
+    "clean" nor "nothing to commit", and checkout protects it until it is committed."""
+    first = prompt_project.run("commit", "-m", "first").stdout.strip()
+    prompt_project.run("status")  # certifies the clean tree for the quick path
+    prompt_project.write("tether.toml", prompt_project.read("tether.toml") + "\n[policy]\nrollback_window = 3\n")
+    status = json.loads(prompt_project.run("status", "--json").stdout)
+    assert status["clean"] is False and status["settings_changed"] is True
+    assert "tether.toml (project settings outside the components)" in prompt_project.run("status").stdout
+    prompt_project.run("status", "--exit-code", code=1)
+    assert "local changes would be lost" in prompt_project.run("checkout", first, code=1).stderr
+    committed = prompt_project.run("commit", "-m", "policy: a shorter rollback window")
+    assert "changed: tether.toml" in committed.stderr + committed.stdout
+    second = committed.stdout.strip().splitlines()[-1]
+    assert json.loads(prompt_project.run("show", second, "--json").stdout)["content_digest"] == (
+        json.loads(prompt_project.run("show", first, "--json").stdout)["content_digest"]  # behavior: unchanged
+    )
+    assert json.loads(prompt_project.run("status", "--json").stdout)["clean"] is True
+    prompt_project.run("checkout", first)
+    assert "rollback_window" not in prompt_project.read("tether.toml")
+    prompt_project.run("checkout", "main")
+    assert "rollback_window = 3" in prompt_project.read("tether.toml")
+
+
 def test_log_show_and_diff(prompt_project: ProjectDir) -> None:
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     prompt_project.write("prompts/system.md", "You are helpful to {{ customer }} in {{ locale }}.\n")

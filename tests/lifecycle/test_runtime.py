@@ -234,7 +234,7 @@ def test_gc_removes_live_copies_no_alias_keeps_once_unused(deploy: DeployProject
     assert deploy.json("gc", "--dry-run")["live_removed"] == [v2]
     assert (live_root / v2).is_dir() and staging.is_dir()
     text = deploy.run("gc").stdout
-    assert f"removed the live copies of 1 version(s) no alias keeps: {v2[:12]}" in text
+    assert f"removed the live copies of 1 version no alias keeps: {v2[:12]}" in text
     assert not (live_root / v2).exists() and not staging.exists()
     assert (live_root / v1).is_dir() and (live_root / v3).is_dir()  # prod's target; recently loaded
     assert sorted(path.name for path in live_root.iterdir()) == sorted([v1, v3])

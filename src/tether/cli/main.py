@@ -304,7 +304,8 @@ def checkout(
             emit_json(result.to_json())
             return
         place = result.destination if dir_ else "the working tree"
-        typer.echo(f"Checked out {result.version_id[:12]} into {place}: {result.files_written} files written"
+        written = f"{result.files_written} file{'' if result.files_written == 1 else 's'} written"
+        typer.echo(f"Checked out {result.version_id[:12]} into {place}: {written}"
                    + (f", {result.files_removed} removed" if result.files_removed else ""))
 
 
@@ -417,7 +418,7 @@ def gc(
             typer.echo(f"gc: {verb} {len(report.removed)} objects ({report.bytes_freed:,} bytes), kept {report.kept}"
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
             if report.live_removed:
-                typer.echo(f"gc: {verb} the live copies of {len(report.live_removed)} version(s) no alias keeps: "
+                typer.echo(f"gc: {verb} the live copies of {len(report.live_removed)} version{'' if len(report.live_removed) == 1 else 's'} no alias keeps: "
                            + ", ".join(version_id[:12] for version_id in report.live_removed))
             for alias in sorted({item["alias"] for item in report.protected}):
                 kept = [item["version_id"][:12] for item in report.protected if item["alias"] == alias]

@@ -104,6 +104,7 @@ def _report(command: str, options: dict[str, object], clean: object) -> int:
                 {"name": name, "kind": kind, "state": "clean", "files": [], "spec_changed": False, "error": None}
                 for name, kind in clean.components
             ],
+            "settings_changed": False,
         })
         return 0
     where = f"on branch {clean.branch}" if clean.branch else "HEAD detached"

@@ -47,6 +47,9 @@ def render_status(report: StatusReport) -> None:
             out.print(f"             {change['change']}: {escape(change['path'])}")
         if item.error:
             out.print(f"             {escape(item.error)}")
+    if report.settings_changed:
+        style = _STATE_STYLE.get("modified", "white")
+        out.print(f"  [{style}]{'modified':<9}[/{style}] tether.toml (project settings outside the components)")
 
 
 def graph_rows(entries: list[VersionInfo]) -> list[tuple[str, VersionInfo | None]]:

@@ -24,7 +24,7 @@ from typing import Any
 from tether.project.statcache import RACY_NS, StatCache, settled, signature
 from tether.store.atomic import atomic_write_bytes
 
-CERT_FORMAT = "tether.clean/1"
+CERT_FORMAT = "tether.clean/2"  # 2: certified only when tether.toml also matches the version's copy
 CERT_PATH = Path("cache") / "clean.json"
 
 

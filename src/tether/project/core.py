@@ -410,12 +410,20 @@ class Project:
             if name not in decls:
                 items.append(ComponentStatus(name, old.kind, "removed"))
         self.cache.save()
-        report = StatusReport(branch=self.current_branch(), head=head, components=items)
+        explained = any(item.spec_changed or item.state in ("added", "removed") for item in items)
+        settings_changed = bool(head) and not explained and self._settings_changed(head)
+        report = StatusReport(branch=self.current_branch(), head=head, components=items, settings_changed=settings_changed)
         if report.clean and head:
             from tether.project.clean import certify
 
             certify(self, tree, [(name, decl.kind, committed[name].digest) for name, decl in decls.items()])
         return report
+
+    def _settings_changed(self, head: str) -> bool:
+        """Whether ``tether.toml`` on disk differs from the copy ``head`` recorded ([policy],
+        [audit], [evals]... are versioned with it, so an edit there is a change to commit)."""
+        recorded = self.manifest(head).project_file
+        return recorded is not None and digest_bytes(self.file.raw) != recorded
 
     # ---- committing ---------------------------------------------------------------------------
     def commit(self, message: str, branch: str | None = None, allow_empty: bool = False) -> CommitResult:
@@ -441,9 +449,12 @@ class Project:
         findings = self._check_pinning(decls)
         components = {name: snap.digest for name, snap in sorted(snapshots.items())}
         before = self.manifest(head).components if head else {}
-        if head and before == components and not allow_empty:
+        settings_changed = bool(head) and self._settings_changed(head)  # type: ignore[arg-type]
+        if head and before == components and not settings_changed and not allow_empty:
             raise NothingToCommitError("nothing to commit: every component matches the current version (use --allow-empty)")
         changed = sorted(name for name in set(components) | set(before) if before.get(name) != components.get(name))
+        if settings_changed and not changed:
+            changed = [PROJECT_FILE]
         return self._record_version(
             snapshots=snapshots,
             parents=[head] if head else [],

@@ -32,6 +32,7 @@ class StatusReport:
     branch: str | None
     head: str | None
     components: list[ComponentStatus]
+    settings_changed: bool = False  # tether.toml differs from the version's beyond any declaration
 
     @property
     def drifted(self) -> list[ComponentStatus]:
@@ -39,7 +40,7 @@ class StatusReport:
 
     @property
     def clean(self) -> bool:
-        return not self.drifted
+        return not self.drifted and not self.settings_changed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class StatusReport:
             "head": self.head,
             "clean": self.clean,
             "components": [item.to_json() for item in self.components],
+            "settings_changed": self.settings_changed,
         }
 
 
