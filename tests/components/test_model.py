@@ -342,6 +342,21 @@ def test_moved_weights_folder_diffs_by_content(tmp_path: Path) -> None:
     assert diff.lines == ["path: models/v1 -> models/v2"]
 
 
+def test_a_changed_config_beside_the_weights_shows_its_text_diff(tmp_path: Path) -> None:
+    """Never "binary files differ" for a text file: a changed config.json shows the lines."""
+    tensors = {"a": np.zeros(4, np.float32)}
+    for side, vocab in (("a", 30522), ("b", 30528)):
+        write_tensors(tmp_path / side / "w" / "model.safetensors", tensors)
+        (tmp_path / side / "w" / "config.json").write_text(json.dumps({"hidden": 384, "vocab_size": vocab}, indent=1))
+        (tmp_path / side / "w" / "blob.bin").write_bytes(bytes([0, 1, 2, 255]) * (4 if side == "a" else 5))
+    before, after = snapshot_model(tmp_path / "a", {"path": "w"}), snapshot_model(tmp_path / "b", {"path": "w"})
+    diff = _diff(before, after, DigestReader().register(tmp_path / "a", before).register(tmp_path / "b", after))
+    assert "file changed: w/config.json (40 B -> 40 B), +1 -1 lines" in diff.lines
+    assert '    - "vocab_size": 30522' in diff.lines and '    + "vocab_size": 30528' in diff.lines
+    assert "file changed: w/blob.bin (16 B -> 20 B)" in diff.lines  # binary: sizes only
+    assert not any("blob.bin" in line and "binary" in line for line in diff.lines)
+
+
 def test_human_bytes() -> None:
     assert [human_bytes(n) for n in (0, 999, 1000, 1_500_000, 90_868_376, 10**13)] == [
         "0 B",

@@ -299,6 +299,10 @@ def _relative_files(snapshot: Snapshot) -> dict[str, FileEntry]:
     return files
 
 
+#: lines of text diff shown per changed non-weights file in a weights folder
+_TEXT_DIFF_LINES = 60
+
+
 class _WeightsDiff:
     """Files added/removed/changed; safetensors files compared tensor by tensor."""
 
@@ -327,15 +331,27 @@ class _WeightsDiff:
                 parts.append(self._tensors(before, after, old_tables[before.path], new_tables[after.path]))
             else:
                 other_changed += 1
-                self._file_line(
-                    "changed",
-                    after,
-                    f"file changed: {after.path} ({human_bytes(before.size)} -> {human_bytes(after.size)})",
-                )
+                self._other_file(before, after)
         for count, verb in ((len(added), "added"), (len(removed), "removed"), (other_changed, "changed")):
             if count:
                 parts.append(f"{_plural(count, 'file')} {verb}")
         return parts
+
+    def _other_file(self, before: FileEntry, after: FileEntry) -> None:
+        """A changed file beside the weights (config.json, tokenizer files): a text diff when it
+        is text, so a changed generation default or vocabulary shows what changed."""
+        from tether.components.textdiff import diff_entries
+
+        line = f"file changed: {after.path} ({human_bytes(before.size)} -> {human_bytes(after.size)})"
+        change = diff_entries(before, after, self.reader, _TEXT_DIFF_LINES)
+        text = change is not None and not change.binary and (change.added_lines or change.removed_lines)
+        if text:
+            assert change is not None
+            line += f", +{change.added_lines} -{change.removed_lines} lines"
+        self._file_line("changed", after, line)
+        if text:
+            assert change is not None
+            self.result.lines.extend(f"    {diff_line}" for diff_line in change.lines)
 
     def _file_line(self, change: str, entry: FileEntry, line: str) -> None:
         self.result.lines.append(line)
