@@ -107,6 +107,62 @@ def test_status_reports_each_kind_of_drift(prompt_project: ProjectDir) -> None:
     assert "modified" in human and "missing" in human and "system" in human
 
 
+def test_status_says_invalid_when_the_files_exist_but_are_rejected(project_dir: ProjectDir, tmp_path: Path) -> None:
+    """"missing" is for declared paths that are gone; files that are there but rejected are "invalid"."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    project_dir.write("tools/search.json", json.dumps({"name": "search", "parameters": {"type": "object"}}))
+    project_dir.write("evals/cases.jsonl", '{"id": "a", "input": "x"}\n')
+    project_dir.write("notes.txt", "notes\n")
+    project_dir.write("gone.txt", "soon gone\n")
+    (project_dir.root / "models").mkdir()
+    save_file({"w": np.zeros((4, 4), np.float32)}, str(project_dir.root / "models" / "model.safetensors"))
+    project_dir.run("init", "--tier", "lite")
+    project_dir.run("add", "tools", "tools", "tools/search.json")
+    project_dir.run("add", "evalset", "evals", "evals/cases.jsonl")
+    project_dir.run("add", "files", "notes", "notes.txt")
+    project_dir.run("add", "files", "gone", "gone.txt")
+    project_dir.run("add", "model", "encoder", "models/")
+    project_dir.run("commit", "-m", "first")
+
+    weights = project_dir.root / "models" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated
+    project_dir.write("tools/search.json", '{"name": "search", ')
+    project_dir.write("evals/cases.jsonl", '{"id": "a", "input": "x"}\n{"id": "b", \n')
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside\n")
+    (project_dir.root / "notes.txt").unlink()
+    (project_dir.root / "notes.txt").symlink_to(outside)
+    (project_dir.root / "gone.txt").unlink()
+
+    status = json.loads(project_dir.run("status", "--json").stdout)
+    states = {item["name"]: item for item in status["components"]}
+    assert {name: item["state"] for name, item in states.items()} == {
+        "tools": "invalid", "evals": "invalid", "notes": "invalid", "gone": "missing", "encoder": "invalid",
+    }
+    assert "models/model.safetensors" in states["encoder"]["error"]
+    assert "tools/search.json" in states["tools"]["error"]
+    assert "line 2" in states["evals"]["error"]
+    assert "outside the project" in states["notes"]["error"]
+    assert "gone.txt" in states["gone"]["error"] and "does not exist" in states["gone"]["error"]
+    assert status["settings_changed"] is False
+    human = project_dir.run("status").stdout
+    assert "invalid   tools (tools)" in human and "missing   gone (files)" in human
+    project_dir.run("status", "--exit-code", code=1)
+
+
+def test_status_of_a_new_component_with_invalid_content_is_invalid(prompt_project: ProjectDir) -> None:
+    prompt_project.run("commit", "-m", "first")
+    prompt_project.write("evals/cases.jsonl", '{"id": "a"}\n')
+    prompt_project.run("add", "evalset", "evals", "evals/cases.jsonl")
+    prompt_project.write("evals/cases.jsonl", '{"id": "a"\n')
+    status = json.loads(prompt_project.run("status", "--json").stdout)
+    states = {item["name"]: item["state"] for item in status["components"]}
+    assert states == {"system": "clean", "generation": "clean", "evals": "invalid"}
+    assert status["settings_changed"] is False  # the declaration is the drift, not a settings edit
+
+
 def test_status_reports_removed_component(prompt_project: ProjectDir) -> None:
     prompt_project.run("commit", "-m", "first")
     text = prompt_project.read("tether.toml")
@@ -324,3 +380,42 @@ def test_help_and_version_import_no_heavy_libraries() -> None:
     assert result.stdout.strip() == "[]"
     version = subprocess.run([sys.executable, "-m", "tether.cli.main", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("tether ")
+
+
+def test_fsck_and_gc_write_nothing_to_stderr_on_success_without_a_tty(project_dir: ProjectDir) -> None:
+    """Enough objects for a progress bar on a terminal; piped, stderr stays empty."""
+    for index in range(210):
+        project_dir.write(f"data/f{index}.txt", f"{index}\n")
+    project_dir.run("init", "--tier", "lite")
+    project_dir.run("add", "files", "data", "data")
+    project_dir.run("commit", "-m", "many files")
+    for args in (["fsck"], ["gc", "--dry-run"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "tether.cli.main", "-C", str(project_dir.root), *args],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", f"tether {' '.join(args)} wrote {result.stderr!r} to stderr"
+
+
+def test_sizes_are_written_one_way_everywhere(project_dir: ProjectDir) -> None:
+    """``show``, ``diff`` and ``gc`` write sizes as the model diff does: decimal units, ``kB``."""
+    import re
+
+    project_dir.write("assets/blob.bin", bytes(range(256)) * 6)  # 1,536 bytes, binary
+    project_dir.run("init", "--tier", "lite")
+    project_dir.run("add", "files", "assets", "assets")
+    project_dir.run("commit", "-m", "first")
+    project_dir.write("assets/blob.bin", bytes(range(256)) * 8)  # 2,048 bytes
+    shown = project_dir.run("show", "HEAD").stdout
+    assert "1 file, 1.5 kB" in shown
+    assert "binary, 1.5 kB -> 2.0 kB" in project_dir.run("diff", "HEAD").stdout
+    from tether.project.core import Project
+
+    with Project.open(project_dir.root) as project:
+        project.store.put_bytes(b"x" * 1536)  # left by a killed commit
+    gc = project_dir.run("gc", "--now", "--dry-run").stdout
+    assert re.search(r"would remove 1 objects \(1\.5 kB\)", gc), gc
+    source = Path(__file__).resolve().parents[2] / "src" / "tether"
+    for path in source.rglob("*.py"):
+        assert not re.search(r"[\"'(]KB[\"')]|\d KB\b", path.read_text(encoding="utf-8")), f"{path} writes sizes as KB"

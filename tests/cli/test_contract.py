@@ -67,6 +67,38 @@ def test_help_still_shows_help(project_dir: ProjectDir) -> None:
     assert "Usage" in result.stdout + result.stderr and "tether: error" not in result.stderr
 
 
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    paths: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:  # type: ignore[no-untyped-def]
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_help_shows_options_without_type_placeholders(project_dir: ProjectDir) -> None:
+    """Flags take no value and show none; values show an uppercase metavar (TEXT, INTEGER, N...)."""
+    paths = _command_paths()
+    assert len(paths) > 30 and ["audit", "query"] in paths
+    for path in paths:
+        text = project_dir.run(*path, "--help").stdout
+        assert "Usage" in text
+        for placeholder in ("<bool>", "<str>", "<int>", "<float>", "<list"):
+            assert placeholder not in text, f"tether {' '.join(path)} --help shows {placeholder}:\n{text}"
+    rows = {line.split()[1]: line for line in project_dir.run("gc", "--help").stdout.splitlines() if line.startswith("│ --")}
+    assert rows["--grace"].split()[2] == "SECONDS"
+    for flag in ("--now", "--dry-run", "--json", "--help"):
+        assert rows[flag].split()[2 if flag != "--help" else 3] in ("No", "Only", "Machine-readable", "Show"), rows[flag]
+    commit = project_dir.run("commit", "--help").stdout
+    assert any("--message" in line and " TEXT " in line for line in commit.splitlines())
+    assert any("-n" in line and " N " in line for line in project_dir.run("log", "--help").stdout.splitlines())
+
+
 def test_usage_error_through_the_console_entry_point(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tether.cli.main", "-C", str(tmp_path), "promote", "--json"],

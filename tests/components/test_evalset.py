@@ -163,6 +163,13 @@ def test_parse_is_stat_cached(tree: KindTree, monkeypatch: pytest.MonkeyPatch) -
         ('{"id": 1.5}\n', r"^evals/cases\.jsonl: line 1: 'id' must be a string or an integer, got 1\.5$"),
         ('{"id": "a", "score": NaN}\n', r"^evals/cases\.jsonl: line 1: invalid JSON \(NaN is not valid JSON\)$"),
         (b'{"id": "a"}\n{"input": "\xff"}\n', r"^evals/cases\.jsonl: line 2: not UTF-8 text"),
+        # a truncated line: the position json reports on the line, never "column 1" of the next one
+        ('{"id": "a"}\n{"id": "b", "input": "x"\n',
+         r"^evals/cases\.jsonl: line 2: truncated JSON \(expecting ',' delimiter at column 25, past the end of the line\)$"),
+        ('{"id": "a"}\r\n{"id": "b", "input": \r\n',
+         r"^evals/cases\.jsonl: line 2: truncated JSON \(expecting value at column 22, past the end of the line\)$"),
+        ('{"id": "a", "input": "cut off\n', r"^evals/cases\.jsonl: line 1: truncated JSON \(the string starting at column 22 is not closed\)$"),
+        ('{"id": "a"} x\n', r"^evals/cases\.jsonl: line 1: invalid JSON \(Extra data at column 13\)$"),
     ],
 )
 def test_malformed_lines(tree: KindTree, content: str | bytes, message: str) -> None:

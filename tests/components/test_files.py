@@ -60,7 +60,7 @@ def test_round_trip_diff(tree: KindTree) -> None:
         "+++ /dev/null",
         "@@ -1 +0,0 @@",
         "-bye",
-        "  ~ assets/logo.png: binary, 80 -> 82 bytes",
+        "  ~ assets/logo.png: binary, 80 B -> 82 B",
         "--- /dev/null",
         "+++ b/assets/new.txt",
         "@@ -0,0 +1 @@",
@@ -72,8 +72,8 @@ def test_round_trip_diff(tree: KindTree) -> None:
 def test_binary_added_and_removed(tree: KindTree) -> None:
     tree.write("logo.png", PNG)
     snap = tree.snapshot("files", {"path": "logo.png"})
-    assert tree.diff("files", None, snap).lines == ["  + logo.png: binary, 80 bytes"]
-    assert tree.diff("files", snap, None).lines == ["  - logo.png: binary, 80 bytes"]
+    assert tree.diff("files", None, snap).lines == ["  + logo.png: binary, 80 B"]
+    assert tree.diff("files", snap, None).lines == ["  - logo.png: binary, 80 B"]
 
 
 def test_long_text_diff_is_capped(tree: KindTree) -> None:
@@ -123,9 +123,9 @@ def test_shared_diff_large_and_unreadable_files() -> None:
     big_new = FileEntry("big.txt", "b" * 64, TEXT_DIFF_MAX_BYTES + 2)
     change = diff_entries(big_old, big_new, reader)
     assert change is not None
-    assert change.lines == [f"  ~ big.txt: {TEXT_DIFF_MAX_BYTES + 1} -> {TEXT_DIFF_MAX_BYTES + 2} bytes (too large for a text diff)"]
+    assert change.lines == ["  ~ big.txt: 4.2 MB -> 4.2 MB (too large for a text diff)"]  # sizes as everywhere: SI, kB
     missing = diff_entries(FileEntry("x.txt", "c" * 64, 3), FileEntry("x.txt", "d" * 64, 4), reader)
-    assert missing is not None and missing.lines == ["  ~ x.txt: 3 -> 4 bytes (content not available)"]
+    assert missing is not None and missing.lines == ["  ~ x.txt: 3 B -> 4 B (content not available)"]
     assert diff_entries(big_old, big_old, reader) is None
 
 

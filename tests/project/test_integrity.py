@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import ProjectDir
 from tether.components import FileEntry, Snapshot
+from tether.errors import UsageError
 from tether.ids import canonical_bytes, digest_bytes
 from tether.meta import VersionRecord
 from tether.project.core import Project
@@ -56,6 +57,26 @@ def test_missing_object_is_named(prompt_project: ProjectDir) -> None:
     _object_path(prompt_project.root, digest).unlink()
     result = prompt_project.run("fsck", code=1)
     assert f"object {digest}: missing" in result.stderr
+
+
+def test_fsck_names_how_many_versions_need_a_bad_object(prompt_project: ProjectDir) -> None:
+    versions = []
+    for step in range(5):
+        prompt_project.write("config/generation.yaml", f"temperature: 0.{step}\n")
+        versions.append(prompt_project.run("commit", "-m", f"step {step}").stdout.strip())
+    digest = _prompt_digest(prompt_project, versions[0])
+    _object_path(prompt_project.root, digest).unlink()
+    text = prompt_project.run("fsck", code=1).stderr
+    line = next(line for line in text.splitlines() if digest in line)
+    shown = ", ".join(version[:12] for version in versions[:3])
+    assert line == (
+        f"error: object {digest}: missing (needed by 5 versions: {shown} and 2 more "
+        "(component system file prompts/system.md))"
+    )
+    report = json.loads(prompt_project.run("fsck", "--json", code=1).stdout)
+    (problem,) = report["object_problems"]
+    assert problem["object"] == digest and problem["problem"] == "missing" and problem["part_of"] == []
+    assert problem["needed_by"] == [f"version {version[:12]} component system file prompts/system.md" for version in versions]
 
 
 def test_corrupted_manifest_is_named_and_refused(prompt_project: ProjectDir) -> None:
@@ -107,6 +128,36 @@ def test_gc_removes_only_unreferenced_objects_after_grace(prompt_project: Projec
     assert report["removed"] == [orphan]
     assert not _object_path(prompt_project.root, orphan).exists()
     assert json.loads(prompt_project.run("fsck", "--json").stdout)["ok"]
+
+
+def test_gc_reports_what_the_grace_period_keeps(prompt_project: ProjectDir) -> None:
+    prompt_project.run("commit", "-m", "first")
+    with Project.open(prompt_project.root) as project:
+        orphan = project.store.put_bytes(b"left by a killed commit")
+        size = project.store.stored_size(orphan)
+    for args in (["--dry-run"], []):
+        report = json.loads(prompt_project.run("gc", *args, "--json").stdout)
+        assert report["removed"] == [] and report["kept_young"] == 1 and report["kept_young_bytes"] == size
+        assert report["grace_seconds"] == 3600
+        text = prompt_project.run("gc", *args).stdout
+        assert f"gc: kept 1 unreferenced object ({size} B): younger than the grace period (3600 seconds)" in text
+    report = json.loads(prompt_project.run("gc", "--now", "--json").stdout)
+    assert report["removed"] == [orphan] and report["kept_young"] == 0 and report["kept_young_bytes"] == 0
+    assert "younger than the grace period" not in prompt_project.run("gc").stdout
+
+
+def test_gc_refuses_a_negative_grace(prompt_project: ProjectDir) -> None:
+    prompt_project.run("commit", "-m", "first")
+    with Project.open(prompt_project.root) as project:
+        orphan = project.store.put_bytes(b"left by a killed commit")
+    for value in ("-5", "nan"):
+        result = prompt_project.run("gc", "--grace", value, code=2)
+        assert result.stderr.count("\n") == 1 and "--grace" in result.stderr and result.stdout == ""
+        result = prompt_project.run("gc", "--grace", value, "--json", code=2)
+        assert json.loads(result.stdout)["exit_code"] == 2 and "--grace" in json.loads(result.stdout)["error"]
+    assert _object_path(prompt_project.root, orphan).exists()
+    with Project.open(prompt_project.root) as project, pytest.raises(UsageError, match="--grace"):
+        project.gc(grace_seconds=-1)
 
 
 _COMMIT_LOOP = textwrap.dedent(

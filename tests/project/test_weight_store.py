@@ -205,6 +205,25 @@ def test_fsck_catches_a_same_size_same_mtime_object_change(weights_project: Proj
     assert part in result.stderr and "models/model.safetensors" in result.stderr
 
 
+def test_fsck_names_the_missing_part_of_a_file_stored_in_parts(weights_project: ProjectDir) -> None:
+    weights_project.run("commit", "-m", "base")
+    store = LocalObjectStore(weights_project.root / ".tether" / "objects")
+    recipe = next(d for d in store.iter_digests() if store.recipe(d) is not None)
+    part = next(p for p in store.recipe(recipe).parts if p.tensor == "model.layers.3.weight")  # type: ignore[union-attr]
+    (weights_project.root / ".tether" / "objects" / part.digest[:2] / part.digest[2:]).unlink()
+    text = weights_project.run("fsck", code=1).stderr
+    assert "does not hash" not in text
+    whole = next(line for line in text.splitlines() if line.startswith(f"error: object {recipe}"))
+    assert whole.startswith(f"error: object {recipe}: its part {part.digest} (tensor model.layers.3.weight) is missing")
+    assert "models/model.safetensors" in whole
+    missing = next(line for line in text.splitlines() if line.startswith(f"error: object {part.digest}"))
+    assert missing.startswith(f"error: object {part.digest}: missing (part of {recipe[:12]}; needed by version ")
+    report = json.loads(weights_project.run("fsck", "--json", code=1).stdout)
+    problems = {item["object"]: item for item in report["object_problems"]}
+    assert problems[part.digest]["part_of"] == [recipe]
+    assert problems[recipe]["problem"] == f"its part {part.digest} (tensor model.layers.3.weight) is missing"
+
+
 def test_racily_clean_files_are_not_cached(prompt_project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     prompt_project.write("prompts/system.md", "written just now\n")
     # However long the machine takes to get to the status, the file is as fresh as can be.

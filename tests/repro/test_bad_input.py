@@ -21,7 +21,7 @@ def _runs(project: ProjectDir) -> list[dict[str, object]]:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": 1, "expected": "x"', "line 2: invalid JSON"),
+        ('{"id": 1, "expected": "x"', "line 2: truncated JSON (expecting ',' delimiter at column 26, past the end of the line)"),
         ("[1, 2]", "line 2: expected a JSON object"),
         ('{"id": 0, "expected": "again"}', "line 2: duplicate case '0' (first on line 1)"),
         ('{"id": true}', "line 2: 'id' must be a string or an integer"),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from tether import __version__
 from tether.cli.output import click_module, emit_json, fail, handled, usage_failure
@@ -26,10 +26,63 @@ _SHOWS_HELP: tuple[type[Exception], ...] = tuple(
 )
 
 
+#: what ``--help`` shows for a value of each type (Typer's own ``<str>`` reads like a placeholder)
+_TYPE_METAVARS = {str: "TEXT", int: "INTEGER", float: "FLOAT"}
+
+
+def _value_metavar(param: TyperOption | TyperArgument, ctx: Any) -> str:
+    if param.metavar is not None:
+        return str(param.metavar)
+    annotation = param.type_descriptor.annotation
+    element = get_args(annotation)[0] if get_origin(annotation) is list else annotation
+    return _TYPE_METAVARS.get(element) or param.display_type(ctx).strip("<>").upper()
+
+
+class _HelpOption(TyperOption):
+    """An option as ``--help`` shows it: a flag with no placeholder, a value with an uppercase
+    metavar (``TEXT``, ``INTEGER``, ``FLOAT`` or its own, like ``N``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return _value_metavar(self, ctx)
+
+
+class _HelpArgument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return _value_metavar(self, ctx)
+
+
+class _HelpContext(_click.Context):
+    """Shows ``--help`` with :class:`_HelpOption` and :class:`_HelpArgument`: Typer builds the
+    parameters (and the help option, on first use) itself, so their class is switched here, only
+    when help is shown."""
+
+    def get_help(self) -> str:
+        for param in self.command.get_params(self):
+            if type(param) is TyperOption:
+                param.__class__ = _HelpOption
+            elif type(param) is TyperArgument:
+                param.__class__ = _HelpArgument
+        return str(super().get_help())
+
+
+def _natural_help(command: Any) -> None:
+    """Every command below ``command`` shows its help through :class:`_HelpContext`."""
+    command.context_class = _HelpContext
+    for sub in getattr(command, "commands", {}).values():
+        _natural_help(sub)
+
+
 class _RootGroup(TyperGroup):
     """The ``tether`` group: Click's usage errors (a missing argument, a bad value, an unknown
     command or option, at any depth) become tether's one-line error with exit 2, as JSON too
-    under ``--json``, instead of Click's boxed usage block. ``--help`` is untouched."""
+    under ``--json``, instead of Click's boxed usage block. ``--help`` shows options without
+    type placeholders (see :class:`_HelpContext`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _natural_help(self)
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         argv = list(args)
@@ -224,7 +277,7 @@ def commit(
 def log(
     ref: Annotated[str | None, typer.Argument(help="Start here (default HEAD).")] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Draw the ancestry.")] = False,
-    max_count: Annotated[int | None, typer.Option("-n", "--max-count", help="Show at most N versions.")] = None,
+    max_count: Annotated[int | None, typer.Option("-n", "--max-count", metavar="N", help="Show at most N versions.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Versions reachable from REF, newest first."""
@@ -394,13 +447,17 @@ def fsck(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def gc(
-    grace: Annotated[float, typer.Option(help="Keep unreferenced objects younger than this many seconds.")] = 3600.0,
+    grace: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Keep unreferenced objects younger than this many seconds.")
+    ] = 3600.0,
     now: Annotated[bool, typer.Option("--now", help="No grace period.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove objects that no version refers to (after a grace period)."""
     with handled(as_json):
+        if not grace >= 0:  # also refuses nan
+            fail(f"--grace: expected 0 or more seconds, got {grace:g}", 2, as_json)
         from tether.cli.output import make_progress
 
         update, close = make_progress()
@@ -414,9 +471,17 @@ def gc(
         if as_json:
             emit_json(report.to_json())
         else:
+            from tether.sizes import human_bytes
+
             verb = "would remove" if dry_run else "removed"
-            typer.echo(f"gc: {verb} {len(report.removed)} objects ({report.bytes_freed:,} bytes), kept {report.kept}"
+            typer.echo(f"gc: {verb} {len(report.removed)} objects ({human_bytes(report.bytes_freed)}), kept {report.kept}"
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
+            if report.kept_young:
+                count = report.kept_young
+                typer.echo(
+                    f"gc: kept {count} unreferenced object{'' if count == 1 else 's'} ({human_bytes(report.kept_young_bytes)}): "
+                    f"younger than the grace period ({report.grace_seconds:g} seconds)"
+                )
             if report.live_removed:
                 typer.echo(f"gc: {verb} the live copies of {len(report.live_removed)} version{'' if len(report.live_removed) == 1 else 's'} no alias keeps: "
                            + ", ".join(version_id[:12] for version_id in report.live_removed))

@@ -117,11 +117,16 @@ def notice(message: str) -> None:
 
 
 def make_progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
-    """A Rich progress bar on stderr, shown only for long work (many items)."""
+    """A Rich progress bar on stderr, shown only for long work (many items) and only on a terminal:
+    without one, a bar cannot be redrawn and would leave a line behind on stderr."""
     state: dict[str, Any] = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if total < 200 and "bar" not in state:
+            return
+        if "terminal" not in state:
+            state["terminal"] = err_console().is_terminal
+        if not state["terminal"]:
             return
         if "bar" not in state:
             from rich.progress import Progress

@@ -10,22 +10,16 @@ from rich.table import Table
 from tether.cli.output import console
 from tether.components import ComponentDiff, Snapshot
 from tether.project.results import DiffReport, StatusReport, VersionInfo
+from tether.sizes import human_bytes
 
-_STATE_STYLE = {"clean": "green", "modified": "yellow", "added": "cyan", "removed": "red", "missing": "red"}
+_STATE_STYLE = {
+    "clean": "green", "modified": "yellow", "added": "cyan", "removed": "red", "missing": "red", "invalid": "magenta",
+}
 _FLAG_STYLE = "bold red"
 
 
 def short(version_id: str | None) -> str:
     return version_id[:12] if version_id else "(none)"
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 def render_status(report: StatusReport) -> None:

@@ -10,6 +10,7 @@ from tether.components.base import (
     PinningFinding,
     Snapshot,
     SnapshotContext,
+    SourceMissingError,
 )
 from tether.components.registry import KIND_MODULES, get_kind
 
@@ -24,5 +25,6 @@ __all__ = [
     "PinningFinding",
     "Snapshot",
     "SnapshotContext",
+    "SourceMissingError",
     "get_kind",
 ]

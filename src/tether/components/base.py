@@ -25,6 +25,12 @@ class PathEscapeError(ComponentError):
     """A component path that leaves the project folder (``..``, absolute, or a symlink outside)."""
 
 
+class SourceMissingError(ComponentError):
+    """A declared path that is not there: a file or folder that does not exist, a glob matching
+    no files, an empty folder. (Any other :class:`ComponentError` means the paths are there but
+    their content or declaration is rejected.)"""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file of a snapshot: a POSIX path relative to the project root and its content digest."""
@@ -129,14 +135,14 @@ class SnapshotContext(ABC):
     @abstractmethod
     def resolve(self, rel_path: str, field_name: str) -> Path:
         """Absolute path of a project-relative path; raises :class:`PathEscapeError` when it
-        leaves the root (``..``, absolute, symlink outside) and :class:`ComponentError` when it
-        does not exist. ``field_name`` (``components.x.path``) is named in the error."""
+        leaves the root (``..``, absolute, symlink outside) and :class:`SourceMissingError` when
+        it does not exist. ``field_name`` (``components.x.path``) is named in the error."""
 
     @abstractmethod
     def expand(self, patterns: Iterable[str], field_name: str) -> list[str]:
         """Project-relative POSIX paths of the files named by paths, folders or globs, sorted.
 
-        A folder means every file below it. A pattern matching nothing is a :class:`ComponentError`.
+        A folder means every file below it. A pattern matching nothing is a :class:`SourceMissingError`.
         """
 
     @abstractmethod

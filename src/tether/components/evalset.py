@@ -47,6 +47,18 @@ def _reject_constant(name: str) -> Any:
     raise _CaseError(f"{name} is not valid JSON")
 
 
+def json_line_error(exc: json.JSONDecodeError, text: str) -> str:
+    """What is wrong with one JSONL line (``text``, without its line break), at the column json
+    reports: ``truncated JSON (...)`` when the line ends before the value does (a cut-off write,
+    or a case spread over several lines), else ``invalid JSON (...)``."""
+    if exc.msg.startswith("Unterminated string"):
+        return f"truncated JSON (the string starting at column {exc.colno} is not closed)"
+    if exc.pos >= len(text.rstrip()):
+        expecting = exc.msg[0].lower() + exc.msg[1:]
+        return f"truncated JSON ({expecting} at column {exc.colno}, past the end of the line)"
+    return f"invalid JSON ({exc.msg} at column {exc.colno})"
+
+
 def _parse_line(raw: bytes, number: int) -> dict[str, Any] | None:
     """The case on one line, or None for a blank line."""
     try:
@@ -55,10 +67,11 @@ def _parse_line(raw: bytes, number: int) -> dict[str, Any] | None:
         raise _CaseError(f"line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if not text.strip():
         return None
+    text = text.rstrip("\r\n")  # else json places an error at the end of the line on the next line, column 1
     try:
         case = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _CaseError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        raise _CaseError(f"line {number}: {json_line_error(exc, text)}") from exc
     except _CaseError as exc:
         raise _CaseError(f"line {number}: invalid JSON ({exc})") from exc
     if not isinstance(case, dict):

@@ -30,6 +30,7 @@ from tether.components.safetensors_format import (
     skip_bytes,
     table_from_blocks,
 )
+from tether.sizes import human_bytes
 
 #: exact differing-byte counts are computed for at most this many tensors per diff
 MAX_COUNTED_TENSORS = 64
@@ -41,18 +42,6 @@ _COMMON_KEYS = ("description", "retired")
 _STRING_KEYS = ("provider", "id", "hub", "revision", "path", "description")
 _HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FORMS = "provider + id (hosted), hub [+ revision] (hub reference) or path (weights)"
-
-
-def human_bytes(size: int) -> str:
-    """Decimal units, one decimal: ``1.5 MB``."""
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        if value < 1000 or unit == "PB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _plural(count: int, word: str) -> str:

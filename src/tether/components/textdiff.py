@@ -24,6 +24,7 @@ from tether.components.base import (
     source_patterns,
 )
 from tether.ids import canonical_json
+from tether.sizes import human_bytes
 from tether.store.base import ObjectMissingError
 
 #: lines of context around each hunk, as ``diff -u`` and ``git diff``
@@ -244,11 +245,11 @@ def _mark(change: str) -> str:
 
 def _sizes(old: FileEntry | None, new: FileEntry | None) -> str:
     if old is None and new is not None:
-        return plural(new.size, "byte")
+        return human_bytes(new.size)
     if new is None and old is not None:
-        return plural(old.size, "byte")
+        return human_bytes(old.size)
     assert old is not None and new is not None
-    return f"{old.size} -> {new.size} bytes"
+    return f"{human_bytes(old.size)} -> {human_bytes(new.size)}"
 
 
 def snapshot_files(snapshot: Snapshot | None) -> dict[str, FileEntry]:

@@ -20,6 +20,7 @@ from tether.components.base import (
     Kind,
     Snapshot,
     SnapshotContext,
+    SourceMissingError,
     check_keys,
     file_status,
 )
@@ -265,7 +266,7 @@ class ToolsKind(Kind):
                 continue
             json_files = [rel for rel in matched if PurePosixPath(rel).suffix.lower() == ".json"]
             if not json_files:
-                raise ComponentError(f"{ctx.project_file}: {field_name}: '{pattern}' matches no .json files")
+                raise SourceMissingError(f"{ctx.project_file}: {field_name}: '{pattern}' matches no .json files")
             paths.update(json_files)
         files = tuple(ctx.file_entry(rel) for rel in sorted(paths))
         tools: dict[str, dict[str, Any]] = {}

@@ -29,6 +29,7 @@ from tether.components import (
     FileEntry,
     PinningFinding,
     Snapshot,
+    SourceMissingError,
     get_kind,
 )
 from tether.components.base import is_posix_relative
@@ -396,7 +397,10 @@ class Project:
             try:
                 new = get_kind(decl.kind).snapshot(name, decl.spec, tree)
             except ComponentError as exc:
-                items.append(ComponentStatus(name, decl.kind, "missing" if old else "added", error=str(exc)))
+                # "missing": a declared path is gone; "invalid": the paths are there, their content
+                # (or the declaration) is rejected. A new component whose paths are gone is "added".
+                state = ("missing" if old else "added") if isinstance(exc, SourceMissingError) else "invalid"
+                items.append(ComponentStatus(name, decl.kind, state, error=str(exc)))
                 continue
             if old is None:
                 items.append(ComponentStatus(name, decl.kind, "added", [{"path": e.path, "change": "added"} for e in new.files]))
@@ -410,7 +414,9 @@ class Project:
             if name not in decls:
                 items.append(ComponentStatus(name, old.kind, "removed"))
         self.cache.save()
-        explained = any(item.spec_changed or item.state in ("added", "removed") for item in items)
+        explained = any(
+            item.spec_changed or item.state in ("added", "removed") or item.name not in committed for item in items
+        )
         settings_changed = bool(head) and not explained and self._settings_changed(head)
         report = StatusReport(branch=self.current_branch(), head=head, components=items, settings_changed=settings_changed)
         if report.clean and head:
@@ -978,25 +984,32 @@ class Project:
     # ---- integrity -------------------------------------------------------------------------------
     def referenced_objects(self) -> Iterator[tuple[str, str]]:
         """(object digest, who needs it) for every object any version refers to."""
+        for digest, who, what in self.object_users():
+            yield digest, f"{who} {what}"
+
+    def object_users(self) -> Iterator[tuple[str, str, str]]:
+        """(object digest, who, what) for every use of an object by a version or an eval run:
+        ``("version e8d927561ad6", "component m file w.safetensors")``, ``("eval run 1a2b3c4d5e6f", "body")``."""
         for record in self.meta.list_versions():
             try:
                 manifest = Manifest.from_bytes(record.manifest, expected_id=record.version_id)
             except VerificationError:
                 continue
+            who = f"version {record.version_id[:12]}"
             if manifest.project_file:
-                yield manifest.project_file, f"version {record.version_id[:12]} {PROJECT_FILE}"
+                yield manifest.project_file, who, PROJECT_FILE
             for name, digest in manifest.components.items():
                 try:
                     snap = self.snapshot(digest)
                 except VerificationError:
                     continue
                 for entry in snap.files:
-                    yield entry.digest, f"version {record.version_id[:12]} component {name} file {entry.path}"
+                    yield entry.digest, who, f"component {name} file {entry.path}"
         from tether.meta.evalruns import eval_runs_of
 
         eval_runs = eval_runs_of(self.meta)
         for run in eval_runs.list_runs() if eval_runs is not None else []:
-            yield run.body, f"eval run {run.run_id[:12]} body"
+            yield run.body, f"eval run {run.run_id[:12]}", "body"
 
     def fsck(self, progress: Progress | None = None) -> FsckReport:
         """Verify every manifest, snapshot, reference and object; name each problem."""
@@ -1029,14 +1042,16 @@ class Project:
         for name, version_id in self.meta.list_branches().items():
             if version_id not in known_ids:
                 report.problems.append(f"branch {name}: points at missing version {version_id[:12]}")
-        needed: dict[str, str] = {}
-        for digest, owner in self.referenced_objects():
-            needed.setdefault(digest, owner)
+        users: dict[str, dict[tuple[str, str], None]] = {}  # insertion-ordered sets
+        for digest, who, what in self.object_users():
+            users.setdefault(digest, {})[(who, what)] = None
+        needed = {digest: list(uses) for digest, uses in users.items()}
         from tether.project.storage import verify_store
 
         # Every object re-hashed (never trusting a stat), files stored in parts rebuilt and checked.
         report.objects, problems = verify_store(self.store, needed, progress)
-        report.problems.extend(problems)
+        report.problems.extend(problem.message for problem in problems)
+        report.object_problems.extend(problem.to_json() for problem in problems)
         return report
 
     def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None) -> GcReport:
@@ -1048,30 +1063,36 @@ class Project:
         Never while a commit is in flight (gc waits for the commit lock, then refuses); the parts
         of every file kept are kept.
         """
+        if not grace_seconds >= 0:  # also refuses NaN
+            raise UsageError(f"--grace: expected 0 or more seconds, got {grace_seconds:g}")
         from tether.project.storage import gc_lock
 
         with gc_lock(self.dot):
             return self._gc_locked(grace_seconds, dry_run, progress)
 
     def _gc_locked(self, grace_seconds: float, dry_run: bool, progress: Progress | None) -> GcReport:
-        from tether.project.storage import keep_closure
+        from tether.project.storage import grace_closure
 
-        report = GcReport(dry_run=dry_run)
+        report = GcReport(dry_run=dry_run, grace_seconds=grace_seconds)
         needed = {digest for digest, _ in self.referenced_objects()}
         from tether.lifecycle.deploy import protected_objects
 
         report.protected, rollback_objects = protected_objects(self)  # each alias's last rollback_window targets
         needed |= rollback_objects
-        needed = keep_closure(self.store, needed, grace_seconds)
+        needed, young = grace_closure(self.store, needed, grace_seconds)
         stored = list(self.store.iter_digests())
         for index, digest in enumerate(stored, start=1):
             if progress:
                 progress("collecting garbage", index, len(stored))
-            if digest in needed:
+            if digest in needed and digest not in young:
                 report.kept += 1
                 continue
-            if self.store.age_seconds(digest) < grace_seconds:
+            if digest in young or self.store.age_seconds(digest) < grace_seconds:
+                # unreferenced, but younger than the grace period (an in-flight commit may need it)
                 report.kept += 1
+                report.kept_young += 1
+                with suppress(StoreError):
+                    report.kept_young_bytes += self.store.stored_size(digest)
                 continue
             report.removed.append(digest)
             report.bytes_freed += self.store.stored_size(digest)

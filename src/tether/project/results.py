@@ -14,7 +14,8 @@ def _findings_json(findings: list[PinningFinding]) -> list[dict[str, Any]]:
 
 @dataclass
 class ComponentStatus:
-    """Drift of one component: ``clean``, ``modified``, ``added``, ``removed`` or ``missing``."""
+    """Drift of one component: ``clean``, ``modified``, ``added``, ``removed``, ``missing`` (a declared
+    path is gone) or ``invalid`` (the paths are there but their content is rejected; ``error`` says why)."""
 
     name: str
     kind: str
@@ -143,6 +144,9 @@ class FsckReport:
     snapshots: int = 0
     objects: int = 0
     problems: list[str] = field(default_factory=list)
+    #: each missing or corrupt object: {"object", "problem", "part_of": [file digests],
+    #: "needed_by": [every "version ID component NAME file PATH" / "eval run ID body" needing it]}
+    object_problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -156,7 +160,10 @@ class FsckReport:
 class GcReport:
     removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0
-    kept: int = 0
+    kept: int = 0  # every object kept, including those below
+    kept_young: int = 0  # unreferenced objects kept only because they are younger than the grace period
+    kept_young_bytes: int = 0
+    grace_seconds: float = 0.0
     temporary_removed: int = 0
     dry_run: bool = False
     protected: list[dict[str, str]] = field(default_factory=list)  # {"alias", "version_id"}: rollback targets kept

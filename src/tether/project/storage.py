@@ -16,6 +16,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tether.components import Snapshot
@@ -114,12 +115,26 @@ def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> 
 def keep_closure(store: ObjectStore, roots: Iterable[str], grace_seconds: float) -> set[str]:
     """Every object gc must keep: the roots, every object younger than the grace period (a commit
     in flight elsewhere may need it), and everything those are assembled from."""
-    keep = set(roots)
+    keep, _ = grace_closure(store, roots, grace_seconds)
+    return keep
+
+
+def grace_closure(store: ObjectStore, roots: Iterable[str], grace_seconds: float) -> tuple[set[str], set[str]]:
+    """(keep, young): what :func:`keep_closure` keeps, and the part of it kept only for the grace
+    period (unreferenced objects younger than it, and what they alone are assembled from)."""
+    referenced = _parts_closure(store, set(roots))
+    young: set[str] = set()
     for digest in store.iter_digests():
-        if digest not in keep:
+        if digest not in referenced:
             with contextlib.suppress(StoreError):
                 if store.age_seconds(digest) < grace_seconds:
-                    keep.add(digest)
+                    young.add(digest)
+    young = _parts_closure(store, young) - referenced
+    return referenced | young, young
+
+
+def _parts_closure(store: ObjectStore, keep: set[str]) -> set[str]:
+    """``keep`` with everything its objects are assembled from."""
     pending = list(keep)
     while pending:
         digest = pending.pop()
@@ -134,12 +149,72 @@ def keep_closure(store: ObjectStore, roots: Iterable[str], grace_seconds: float)
     return keep
 
 
+#: users named in a problem's text; ``--json`` lists every one
+SHOWN_USERS = 3
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def needed_by_text(users: list[tuple[str, str]]) -> str:
+    """Who needs an object, for one line: the user when there is one, else how many and the first
+    few (``needed by 3 versions: a, b, c (component m file w)``). ``users`` are (who, what)
+    pairs: (``version e8d927561ad6``, ``component m file w``), (``eval run 1a2b3c4d5e6f``, ``body``)."""
+    if not users:
+        return ""
+    whos = list(dict.fromkeys(who for who, _ in users))
+    whats = list(dict.fromkeys(what for _, what in users))
+    if len(whos) == 1:
+        shown = ", ".join(whats[:SHOWN_USERS]) + (f" and {len(whats) - SHOWN_USERS} more" if len(whats) > SHOWN_USERS else "")
+        return f"needed by {whos[0]} {shown}"
+    counts: dict[str, int] = {}
+    for who in whos:
+        noun, _, _ = who.rpartition(" ")
+        counts[noun] = counts.get(noun, 0) + 1
+    nouns = " and ".join(_plural(count, noun) for noun, count in counts.items())
+    names = [who.rpartition(" ")[2] if len(counts) == 1 else who for who in whos]
+    listed = ", ".join(names[:SHOWN_USERS]) + (f" and {len(names) - SHOWN_USERS} more" if len(names) > SHOWN_USERS else "")
+    what = f" ({whats[0]})" if len(whats) == 1 else f" ({whats[0]} and {len(whats) - 1} more)"
+    return f"needed by {nouns}: {listed}{what}"
+
+
+@dataclass
+class ObjectProblem:
+    """A missing or corrupt object, the files it is a part of, and everything that needs it."""
+
+    digest: str
+    problem: str
+    users: list[tuple[str, str]]  # (who, what), as in :func:`needed_by_text`
+    part_of: list[str]  # the stored files assembled from it
+
+    @property
+    def message(self) -> str:
+        notes = []
+        if self.part_of:
+            wholes = ", ".join(digest[:12] for digest in self.part_of[:SHOWN_USERS])
+            more = f" and {len(self.part_of) - SHOWN_USERS} more" if len(self.part_of) > SHOWN_USERS else ""
+            notes.append(f"part of {wholes}{more}" if len(self.part_of) == 1 else f"part of {len(self.part_of)} files: {wholes}{more}")
+        if self.users:
+            notes.append(needed_by_text(self.users))
+        return f"object {self.digest}: {self.problem}" + (f" ({'; '.join(notes)})" if notes else "")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "object": self.digest,
+            "problem": self.problem,
+            "part_of": list(self.part_of),
+            "needed_by": [f"{who} {what}" for who, what in self.users],
+        }
+
+
 def verify_store(
-    store: ObjectStore, needed: dict[str, str], progress: Progress | None = None
-) -> tuple[int, list[str]]:
+    store: ObjectStore, needed: dict[str, list[tuple[str, str]]], progress: Progress | None = None
+) -> tuple[int, list[ObjectProblem]]:
     """Re-hash every stored object (a file stored in parts is rebuilt and checked whole, after its
     parts were checked one by one); name every corrupt or missing object and who needs it.
 
+    ``needed`` maps each digest a version (or eval run) refers to to its users, (who, what) pairs.
     Returns (objects stored, problems). Progress is reported in bytes for large stores.
     """
     try:
@@ -147,7 +222,7 @@ def verify_store(
     except PermissionError as exc:
         raise UsageError(f"{exc.filename}: permission denied (the object store cannot be listed)") from None
     stored_set = set(stored)
-    problems: list[str] = []
+    problems: list[ObjectProblem] = []
     sizes: dict[str, int] = {}
     for digest in stored:
         try:
@@ -157,35 +232,40 @@ def verify_store(
     total = sum(sizes.values())
     by_bytes = total >= LARGE_STORE_BYTES
     done = 0
-    users: dict[str, str] = {}
+    wholes: dict[str, list[str]] = {}  # part -> the stored files assembled from it
     for digest in stored:
         try:
             for part in store.parts(digest):
-                users.setdefault(part, f"part of {digest[:12]}" + (f", {needed[digest]}" if digest in needed else ""))
+                wholes.setdefault(part, [])
+                if digest not in wholes[part]:
+                    wholes[part].append(digest)
         except (StoreError, OSError):
             continue  # a recipe that does not parse or cannot be read: verify below names it
+
+    def problem(digest: str, what: str) -> ObjectProblem:
+        part_of = wholes.get(digest, [])
+        users = dict.fromkeys(needed.get(digest, []))
+        for whole in part_of:
+            users.update(dict.fromkeys(needed.get(whole, [])))
+        return ObjectProblem(digest, what, list(users), part_of)
+
     for index, digest in enumerate(stored, start=1):
-        owner = needed.get(digest) or users.get(digest)
-        where = f" (needed by {owner})" if owner else ""
         try:
-            ok = store.verify(digest)
+            found = store.check(digest)
         except StoreError as exc:
-            problems.append(f"object {digest}: {exc}{where}")
+            problems.append(problem(digest, str(exc)))
         except OSError as exc:
-            problems.append(f"object {digest}: cannot be read ({exc.strerror}){where}")
+            problems.append(problem(digest, f"cannot be read ({exc.strerror})"))
         else:
-            if not ok:
-                problems.append(f"object {digest}: content does not hash to its name{where}")
+            if found is not None:
+                problems.append(problem(digest, found))
         done += sizes.get(digest, 0)
         if progress:
             if by_bytes:
                 progress("verifying objects (bytes)", done, total)
             else:
                 progress("verifying objects", index, len(stored))
-    wanted = dict(needed)
-    for part, user in users.items():
-        wanted.setdefault(part, user)
-    for digest, owner in wanted.items():
+    for digest in dict.fromkeys([*needed, *wholes]):
         if digest not in stored_set:
-            problems.append(f"object {digest}: missing (needed by {owner})")
+            problems.append(problem(digest, "missing"))
     return len(stored), problems

@@ -17,6 +17,7 @@ from tether.components.base import (
     FileEntry,
     PathEscapeError,
     SnapshotContext,
+    SourceMissingError,
 )
 from tether.errors import CheckFailedError, UsageError
 from tether.ids import FileBlocks, FileChangedError, digest_file, open_blocks
@@ -128,7 +129,7 @@ class WorkingTree(SnapshotContext):
         try:
             st = candidate.stat()
         except FileNotFoundError:
-            raise ComponentError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist") from None
+            raise SourceMissingError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist") from None
         except PermissionError:
             raise permission_denied(rel_path) from None
         if stat.S_ISREG(st.st_mode):
@@ -195,14 +196,14 @@ class WorkingTree(SnapshotContext):
                         continue
                     files.append(rel)
                 if not files:
-                    raise ComponentError(f"{self.project_file}: {field_name}: '{pattern}' matches no files")
+                    raise SourceMissingError(f"{self.project_file}: {field_name}: '{pattern}' matches no files")
                 results.update(files)
             else:
                 resolved = self.resolve(pattern.rstrip("/") or pattern, field_name)
                 if resolved.is_dir():
                     files = self._walk(resolved, field_name)
                     if not files:
-                        raise ComponentError(f"{self.project_file}: {field_name}: folder '{pattern}' is empty")
+                        raise SourceMissingError(f"{self.project_file}: {field_name}: folder '{pattern}' is empty")
                     results.update(files)
                 else:
                     results.add(self.relative(resolved) if not resolved.is_symlink() else Path(pattern).as_posix())

@@ -53,10 +53,13 @@ def load_cases(path: Path, label: str) -> list[EvalCase]:
             raise UsageError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         if not text.strip():
             continue
+        text = text.rstrip("\r")
         try:
             case = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            from tether.components.evalset import json_line_error
+
+            raise UsageError(f"{where}: {json_line_error(exc, text)}") from exc
         except ValueError as exc:
             raise UsageError(f"{where}: invalid JSON ({exc})") from exc
         if not isinstance(case, dict):

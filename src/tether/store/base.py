@@ -100,6 +100,12 @@ class ObjectStore(ABC):
     def verify(self, digest: str) -> bool:
         """Re-hash an object; False when its bytes no longer match its name."""
 
+    def check(self, digest: str) -> str | None:
+        """Like :meth:`verify`, but says what is wrong: None when the object verifies, else one
+        phrase (``content does not hash to its name``; for a file stored in parts, which part is
+        missing or corrupt)."""
+        return None if self.verify(digest) else "content does not hash to its name"
+
     def parts(self, digest: str) -> list[str]:
         """The objects a stored file is assembled from (empty for an object stored whole).
 

@@ -915,6 +915,28 @@ class LocalObjectStore(ObjectStore):
             return False
         return True
 
+    def check(self, digest: str) -> str | None:
+        if self._has_plain(digest) or not self._has_recipe(digest):
+            return None if self.verify(digest) else "content does not hash to its name"
+        try:
+            self._assemble(self._load_recipe(digest), None)
+        except (ObjectCorruptError, ObjectMissingError) as exc:
+            message = str(exc)
+            for prefix in (f"object {digest} is corrupt: ", f"object {digest} is incomplete: "):
+                if message.startswith(prefix):
+                    return message[len(prefix) :]
+            return message
+        return None
+
+    def _missing_part(self, part: Part) -> str:
+        """What is gone of a part that cannot be opened: the part itself, or an object its delta needs."""
+        what = f"its part {part.digest}" + (f" (tensor {part.tensor})" if part.tensor else "")
+        if part.is_delta:
+            for role, object_digest in (("delta", part.delta), ("delta base", part.base)):
+                if object_digest is not None and not self._has_plain(object_digest):
+                    return f"{what} cannot be rebuilt: its {role} {object_digest} is missing"
+        return f"{what} is missing"
+
     def _assemble(self, recipe: Recipe, sink: _Sink | None) -> None:
         """Rebuild a file part by part, checking each part's digest and then the whole file's.
 
@@ -989,7 +1011,11 @@ class LocalObjectStore(ObjectStore):
         for part in recipe.parts:
             hasher = Hasher()
             label = f"object {part.digest}"
-            with _open_part(self, part) as reader:
+            try:
+                opened = _open_part(self, part)
+            except ObjectMissingError:
+                raise ObjectMissingError(f"object {recipe.digest} is incomplete: {self._missing_part(part)}") from None
+            with opened as reader:
                 remaining = part.size
                 while remaining:
                     slot = next_buffer()
@@ -1179,7 +1205,11 @@ class _DeltaReader:
 
         assert part.base is not None and part.delta is not None
         self._base = store._open_raw(part.base)
-        self._raw = store._open_raw(part.delta)
+        try:
+            self._raw = store._open_raw(part.delta)
+        except BaseException:
+            self._base.close()
+            raise
         self._delta = zstandard.ZstdDecompressor().stream_reader(self._raw, read_across_frames=False)
         self._shuffle = part.shuffle
         self._remaining = part.size
