@@ -8,6 +8,7 @@ stdout. The application side (recording requests) is Python, as it is in a real 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,9 @@ def run_story(root: Path, run: Callable[..., str]) -> None:
     run("audit", "verify-inclusion", str(proof), "--key", key, "--checkpoint", str(exported))
     run("audit", "verify", "--against", str(exported))
 
-    print("\n# Someone edits a record in the database: verify names it")
+    print("\n# Someone edits a record in the database. The routine `audit verify` checks what was appended")
+    print("# since the last verified checkpoint, so it does not re-read old records; the periodic")
+    print("# `audit verify --full` re-hashes every record and names the one that changed")
     database = root / ".tether" / "audit.db"
     conn = sqlite3.connect(database)
     try:
@@ -80,6 +83,9 @@ def run_story(root: Path, run: Callable[..., str]) -> None:
                      (original.replace(b"customer-7", b"customer-8"),))
         conn.commit()
         run("audit", "verify", check=False)
+        report = json.loads(run("audit", "verify", "--full", "--json", check=False))
+        if report.get("ok", True):
+            raise SystemExit("demo: `tether audit verify --full` did not name the edited record")
         print("\n# Put the record back: the log verifies again against the exported checkpoint")
         conn.execute("UPDATE leaves SET leaf = ? WHERE request_id = 'req-1002'", (original,))
         conn.commit()
