@@ -219,3 +219,24 @@ def test_eval_show_prints_cases_environment_and_errors(toy_project: Callable[...
     assert "... and 4 more cases" in out
     data = run_json(project, "eval", "show", run["run_id"])
     assert len(data["cases"]) == 12 and data["environment_capture"]["seeds"]["run"] == 4
+
+
+def test_plot_without_matplotlib_prints_the_report_then_fails_in_one_line(
+    toy_project: Callable[..., ProjectDir], tmp_path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    import sys
+
+    project = toy_project(toy_cases(20, 0.99, 0.02))
+    first = run_json(project, "eval", "run", "HEAD", "--seed", "1")
+    second = run_json(project, "eval", "run", "HEAD", "--seed", "1")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    plot = tmp_path / "compare.png"
+    result = project.run("eval", "compare", first["run_id"], second["run_id"], "--plot", str(plot), code=2)
+    assert "behavioral" in result.stdout  # the report is not lost
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("tether: error: --plot: matplotlib is not available (")
+    assert "Traceback" not in result.stderr
+    assert not plot.exists()
+    report = run_json(project, "eval", "compare", first["run_id"], second["run_id"], "--plot", str(plot), code=2)
+    assert report["verdict"] and report["plot"] is None and report["exit_code"] == 2
+    assert report["error"].startswith("--plot: matplotlib is not available")

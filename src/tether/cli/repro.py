@@ -7,6 +7,7 @@ commands that need them.
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -218,17 +219,27 @@ def _margin(project: Any, margin: float | None) -> float:
 def _report_out(report: ComparisonReport, as_json: bool, plot: str | None, extra: dict[str, Any],
                 labels: tuple[str, str]) -> None:
     plotted = None
+    plot_error = None
     if plot:
         from tether.repro.plot import plot_comparison
 
-        plotted = str(plot_comparison(report, plot, *labels))
+        try:
+            plotted = str(plot_comparison(report, plot, *labels))
+        except ImportError as exc:  # the report is still printed; the missing plot fails the command
+            plot_error = f"--plot: matplotlib is not available ({exc})"
     if as_json:
-        emit_json({**extra, **report.to_json(), "plot": plotted})
+        document = {**extra, **report.to_json(), "plot": plotted}
+        if plot_error:
+            document.update({"error": plot_error, "exit_code": 2})
+        emit_json(document)
     else:
         for line in report.lines(*labels):
             typer.echo(line)
         if plotted:
             typer.echo(f"plot: {plotted}")
+    if plot_error:
+        sys.stderr.write(f"tether: error: {plot_error}\n")
+        raise typer.Exit(2)
     if not report.reproduced:
         raise typer.Exit(1)
 
