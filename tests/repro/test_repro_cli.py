@@ -240,3 +240,25 @@ def test_plot_without_matplotlib_prints_the_report_then_fails_in_one_line(
     report = run_json(project, "eval", "compare", first["run_id"], second["run_id"], "--plot", str(plot), code=2)
     assert report["verdict"] and report["plot"] is None and report["exit_code"] == 2
     assert report["error"].startswith("--plot: matplotlib is not available")
+
+
+def test_runner_view_is_read_only_and_verified_after_the_run(
+    toy_project: Callable[..., ProjectDir], tmp_path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    project = toy_project(toy_cases(3, 0.99, 0.02))
+    run = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:view_modes", "--seed", "1")
+    shown = run_json(project, "eval", "show", run["run_id"])
+    outputs = {result["output"]["content"] for case in shown["cases"] for result in case["results"]}
+    assert outputs == {"555 444"}  # folders 0555, files 0444
+    assert list(scratch.iterdir()) == []  # the read-only view was removed afterwards
+
+    result = project.run("eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:tamper", "--seed", "1", code=1)
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "config/model.yaml" in errors[0] and "runner changed" in errors[0]
+    assert list(scratch.iterdir()) == []
+    assert (project.root / "config/model.yaml").read_text(encoding="utf-8") == "drop: 0.0\n"

@@ -75,3 +75,25 @@ def describe(version: Any, case: dict[str, Any]) -> dict[str, Any]:
 
 def asks_for_missing(version: Any, case: dict[str, Any]) -> str:
     return version.prompt("nonexistent")
+
+
+def view_modes(version: Any, case: dict[str, Any]) -> str:
+    """Reports the permission bits of the view: its root folder and the model config."""
+    import os
+
+    config = version.files("model")[0]
+    return f"{os.stat(version.root).st_mode & 0o777:o} {os.stat(config).st_mode & 0o777:o}"
+
+
+def tamper(version: Any, case: dict[str, Any]) -> str:
+    """A runner that rewrites the version's model config (root ignores the read-only modes)."""
+    import os
+
+    config = version.files("model")[0]
+    text = config.read_text(encoding="utf-8")
+    try:
+        os.chmod(config, 0o644)
+        config.write_text("drop: 1.0\n", encoding="utf-8")
+    except PermissionError:
+        pass
+    return text

@@ -11,9 +11,11 @@ runner really depends on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import math
+import os
 import secrets
 import shutil
 import tempfile
@@ -213,10 +215,14 @@ def run_eval(
             for r in range(repeat)
         ]
         executor = _Executor(function, scorer_impl, view, cases, pass_seed)
+        expected = _view_digests(project, version_id, snapshots)
+        _make_read_only(root)
         started = time.perf_counter()
         results = _execute(executor, calls, workers, progress)
         wall = time.perf_counter() - started
+        _verify_view(root, expected, version_id)
     finally:
+        _make_writable(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
     per_case: list[list[dict[str, Any]]] = [[] for _ in cases]
@@ -263,6 +269,67 @@ def run_eval(
     )
     repository(project).put_run(record, (environment_digest, environment_bytes))
     return load_record(project, record)
+
+
+def _view_digests(project: Project, version_id: str, snapshots: dict[str, Any]) -> dict[str, str]:
+    """Path -> digest of every file materialized for the runner (``tether.toml`` included)."""
+    from tether.project.projectfile import PROJECT_FILE
+
+    expected = {entry.path: entry.digest for snap in snapshots.values() for entry in snap.files}
+    project_file = project.manifest(version_id).project_file
+    if project_file:
+        expected.setdefault(PROJECT_FILE, project_file)
+    return expected
+
+
+def _make_read_only(root: Path) -> None:
+    """The runner's view: files 0444, folders 0555 (a write raises PermissionError for non-root)."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o444)
+        os.chmod(folder, 0o555)
+
+
+def _make_writable(tmp: Path) -> None:
+    """Undo :func:`_make_read_only` so the temporary folder can be removed."""
+    if not tmp.exists():
+        return
+    for folder, _, files in os.walk(tmp):  # top-down: a folder is writable before its entries go
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
+
+
+def _verify_view(root: Path, expected: dict[str, str], version_id: str) -> None:
+    """Refuse the run if the runner changed, removed or added a file of the version's view."""
+    from tether.errors import VerificationError
+    from tether.ids import digest_file
+
+    for rel in sorted(expected):
+        path = root / rel
+        try:
+            changed = path.is_symlink() or not path.is_file() or digest_file(path)[0] != expected[rel]
+        except OSError:
+            changed = True
+        if changed:
+            raise VerificationError(
+                f"version {version_id[:12]}: {rel}: the runner changed the read-only view of the version; "
+                "run not stored"
+            )
+    for folder, _, files in os.walk(root):
+        for name in sorted(files):
+            rel = Path(folder, name).relative_to(root).as_posix()
+            if rel not in expected:
+                raise VerificationError(
+                    f"version {version_id[:12]}: {rel}: the runner added a file to the read-only view of the version; "
+                    "run not stored"
+                )
 
 
 def _runner_parallel(function: Callable[..., Any]) -> int:
