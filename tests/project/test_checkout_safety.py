@@ -273,3 +273,54 @@ def test_editing_a_linked_file_corrupts_its_object_and_fsck_names_it(prompt_proj
     result = prompt_project.run("fsck", code=1)
     assert "does not hash to its name" in result.stderr and "prompts/system.md" in result.stderr
     assert "corrupted" in prompt_project.run("checkout", version, "--dir", str(tmp_path / "again"), code=1).stderr
+
+
+# ---- compose writes into the working tree with the same protection ---------------------------------
+
+
+def _compose_setup(project_dir: ProjectDir) -> None:
+    """main: A (component a) then B (adds component b); ``side`` at A, checked out."""
+    project_dir.run("init")
+    project_dir.write("a.txt", "base\n")
+    project_dir.run("add", "files", "a", "a.txt")
+    project_dir.run("commit", "-m", "A")
+    project_dir.write("b.txt", "other\n")
+    project_dir.run("add", "files", "b", "b.txt")
+    project_dir.run("commit", "-m", "B")
+    project_dir.run("branch", "side", "HEAD~1")
+    project_dir.run("checkout", "side")
+
+
+def test_compose_refuses_to_overwrite_an_untracked_file(project_dir: ProjectDir) -> None:
+    _compose_setup(project_dir)
+    project_dir.write("b.txt", "PRECIOUS\n")
+    side_before = json.loads(project_dir.run("status", "--json").stdout)
+    toml_before = project_dir.read("tether.toml")
+    result = project_dir.run("compose", "side", "--take", "b=main", "-m", "x", code=1)
+    assert result.stderr.strip() == (
+        "tether: error: untracked file would be overwritten by compose: b.txt; move it or use --force"
+    )
+    assert project_dir.read("b.txt") == "PRECIOUS\n"
+    assert project_dir.read("tether.toml") == toml_before
+    error = json.loads(project_dir.run("compose", "side", "--take", "b=main", "-m", "x", "--json", code=1).stdout)
+    assert error["exit_code"] == 1 and "b.txt" in error["error"]
+    assert json.loads(project_dir.run("status", "--json").stdout) == side_before  # nothing recorded
+    project_dir.run("compose", "side", "--take", "b=main", "-m", "x", "--force")
+    assert project_dir.read("b.txt") == "other\n"
+    assert json.loads(project_dir.run("status", "--json").stdout)["clean"]
+
+
+def test_compose_refuses_to_lose_a_local_change_to_tether_toml(project_dir: ProjectDir) -> None:
+    _compose_setup(project_dir)
+    project_dir.write("tether.toml", project_dir.read("tether.toml") + "# mine\n")
+    result = project_dir.run("compose", "side", "--take", "b=main", "-m", "x", code=1)
+    assert "local changes would be lost by compose: tether.toml" in result.stderr
+    assert project_dir.read("tether.toml").endswith("# mine\n")
+    assert not (project_dir.root / "b.txt").exists()
+
+
+def test_compose_writes_a_file_that_already_holds_the_bytes(project_dir: ProjectDir) -> None:
+    _compose_setup(project_dir)
+    project_dir.write("b.txt", "other\n")  # the same bytes: nothing is lost
+    project_dir.run("compose", "side", "--take", "b=main", "-m", "x")
+    assert json.loads(project_dir.run("status", "--json").stdout)["clean"]

@@ -402,6 +402,7 @@ def compose(
     take: Annotated[list[str], typer.Option("--take", help="NAME=REF: take component NAME from REF (repeatable).")],
     message: Annotated[str, typer.Option("-m", "--message", help="Why this combination.")],
     branch: Annotated[str | None, typer.Option(help="Record on this branch (default: the current one).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite untracked files and uncommitted changes.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Recombine whole components from several versions; every source is recorded as a parent."""
@@ -413,7 +414,7 @@ def compose(
                 fail(f"--take {item}: expected NAME=REF", 2, as_json)
             takes[component] = ref
         with _open() as project:
-            result = project.compose(from_ref, takes, message, branch=branch)
+            result = project.compose(from_ref, takes, message, branch=branch, force=force)
         if as_json:
             emit_json(result.to_json())
             return

@@ -715,7 +715,9 @@ class Project:
             raise
         return CheckoutResult(version_id, str(target_root), written, 0, None)
 
-    def _refuse_overwrites(self, wanted: dict[str, FileEntry], stale: set[str], current: dict[str, FileEntry]) -> None:
+    def _refuse_overwrites(
+        self, wanted: dict[str, FileEntry], stale: set[str], current: dict[str, FileEntry], verb: str = "checkout"
+    ) -> None:
         """Refuse a checkout that would overwrite or remove a file whose bytes the current version
         does not record: an untracked file where the target has one, or a local change. A file
         that already holds the target's bytes is left alone, so it is no conflict."""
@@ -755,9 +757,9 @@ class Project:
         problems = []
         if untracked:
             noun, it = ("untracked file would", "it") if len(untracked) == 1 else ("untracked files would", "them")
-            problems.append(f"{noun} be overwritten by checkout: {_name_some(untracked)}; move {it} or use --force")
+            problems.append(f"{noun} be overwritten by {verb}: {_name_some(untracked)}; move {it} or use --force")
         if changed:
-            problems.append(f"local changes would be lost by checkout: {_name_some(changed)}; commit them or use --force")
+            problems.append(f"local changes would be lost by {verb}: {_name_some(changed)}; commit them or use --force")
         if problems:
             raise DriftError("; ".join(problems))
 
@@ -911,11 +913,15 @@ class Project:
         self.meta.delete_branch(name)
 
     # ---- compose ---------------------------------------------------------------------------------
-    def compose(self, from_ref: str, takes: dict[str, str], message: str, branch: str | None = None) -> CommitResult:
+    def compose(
+        self, from_ref: str, takes: dict[str, str], message: str, branch: str | None = None, force: bool = False
+    ) -> CommitResult:
         """A new version: ``from_ref``'s components with the named ones taken from other versions.
 
         Every source version is a parent (``from_ref`` first). Components are taken whole, never
-        merged: weights are opaque.
+        merged: weights are opaque. When the new version lands on the checked-out branch its
+        files are written into the working tree, refused (like checkout) where that would
+        overwrite an untracked file or a local change, unless ``force``.
         """
         if not takes:
             raise UsageError("--take: name at least one component to take (NAME=REF)")
@@ -942,10 +948,26 @@ class Project:
         self._check_branch_name(target)
         current_tip = self.meta.get_branch(target)
         on_checked_out = target == self.current_branch()
-        if on_checked_out and current_tip is not None and changed:
+        if on_checked_out and current_tip is not None and changed and not force:
             drift = {item.name for item in self.status().drifted}
             if drift & set(changed):
                 raise DriftError(f"compose: uncommitted changes in {', '.join(sorted(drift & set(changed)))}; commit them first")
+        project_file_digest = self._compose_project_file(snapshots, base_manifest)
+        entries: dict[str, FileEntry] = {}
+        if on_checked_out:
+            entries = {entry.path: entry for name in changed for entry in snapshots[name].files}
+            if (base_manifest.project_file or entries) and project_file_digest:
+                entries[PROJECT_FILE] = FileEntry(PROJECT_FILE, project_file_digest, 0)
+            if not force:  # refuse before anything is recorded or written, as checkout does
+                current: dict[str, FileEntry] = {}
+                head = self.head()
+                if head:
+                    for snap in self.version_snapshots(head).values():
+                        current.update((entry.path, entry) for entry in snap.files)
+                    head_file = self.manifest(head).project_file
+                    if head_file:
+                        current.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, head_file, 0))
+                self._refuse_overwrites(entries, set(), current, verb="compose")
         result = self._record_version(
             snapshots=snapshots,
             parents=parents,
@@ -955,16 +977,11 @@ class Project:
             changed=changed,
             findings=findings,
             store_from_tree=False,
-            project_file_digest=self._compose_project_file(snapshots, base_manifest),
+            project_file_digest=project_file_digest,
         )
-        if on_checked_out:
-            entries = {entry.path: entry for name in changed for entry in snapshots[name].files}
-            if base_manifest.project_file or entries:
-                manifest = self.manifest(result.version_id)
-                if manifest.project_file:
-                    entries[PROJECT_FILE] = FileEntry(PROJECT_FILE, manifest.project_file, 0)
-                self._materialize(self.root, entries)
-                self.reload()
+        if on_checked_out and (base_manifest.project_file or entries):
+            self._materialize(self.root, entries)
+            self.reload()
         return result
 
     def _compose_project_file(self, snapshots: dict[str, Snapshot], base: Manifest) -> str | None:
