@@ -181,13 +181,40 @@ def test_status_verify_catches_what_a_lying_stat_cache_hides(prompt_project: Pro
     # a cache that lies outright (a filesystem whose ctime does not move): only --verify sees it
     cache = json.loads(cache_path.read_text())
     new = path.stat()
-    cache["prompts/system.md"] = {"sig": [new.st_size, new.st_mtime_ns, new.st_ino, new.st_ctime_ns], "values": old_values}
+    cache["prompts/system.md"] = {
+        "sig": [new.st_size, new.st_mtime_ns, new.st_ino, new.st_ctime_ns, new.st_mode],
+        "values": old_values,
+    }
     cache_path.write_text(json.dumps(cache))
     lied = json.loads(prompt_project.run("status", "--json").stdout)
     assert lied["clean"], (lied, cache)
     verified = json.loads(prompt_project.run("status", "--verify", "--json").stdout)
     assert not verified["clean"]
     assert verified["components"][0]["files"] == [{"path": "prompts/system.md", "change": "content"}]
+
+
+def test_a_permission_only_change_is_seen_and_committed(project_dir: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    """``chmod +x`` keeps the bytes: neither the clean-tree certificate (the quick path) nor the
+    stat cache may call the tree clean, and commit records the new mode."""
+    root = project_dir.root
+    project_dir.run("init")
+    project_dir.write("a/run.sh", "#!/bin/sh\necho hi\n")
+    project_dir.run("add", "files", "a", "a/")
+    project_dir.run("commit", "-m", "A")
+    _settle()
+    assert json.loads(project_dir.run("status", "--json").stdout)["clean"]  # records the certificate
+    assert _quick(root, "status", capsys=capsys)[0] == 0  # certified clean
+    (root / "a" / "run.sh").chmod(0o755)
+    assert _quick(root, "status", capsys=capsys)[0] is None  # not provably clean: the full status decides
+    assert _quick(root, "commit", "-m", "B", capsys=capsys)[0] is None
+    status = json.loads(project_dir.run("status", "--json").stdout)
+    assert not status["clean"]
+    assert [(c["name"], c["state"]) for c in status["components"]] == [("a", "modified")]
+    project_dir.run("commit", "-m", "B")
+    assert "mode changed (now executable)" in project_dir.run("diff", "HEAD~1", "HEAD").stdout
+    _settle()
+    assert json.loads(project_dir.run("status", "--json").stdout)["clean"]
+    assert _quick(root, "status", capsys=capsys)[0] == 0
 
 
 def test_fsck_catches_a_same_size_same_mtime_object_change(weights_project: ProjectDir) -> None:

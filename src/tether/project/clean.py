@@ -24,7 +24,7 @@ from typing import Any
 from tether.project.statcache import RACY_NS, StatCache, settled, signature
 from tether.store.atomic import atomic_write_bytes
 
-CERT_FORMAT = "tether.clean/2"  # 2: certified only when tether.toml also matches the version's copy
+CERT_FORMAT = "tether.clean/3"  # 2: certified only when tether.toml also matches the version's copy; 3: signatures hold the mode
 CERT_PATH = Path("cache") / "clean.json"
 
 
@@ -177,6 +177,8 @@ def _tree_unchanged(root: Path, dot: Path, cert: dict[str, Any], project_file: s
             if signature(st) == info["sig"]:
                 continue
             if info.get("digest") is None or st.st_size != info["sig"][0]:
+                return False
+            if info["sig"][4:] != [st.st_mode]:  # same bytes, new permissions: a change (chmod +x)
                 return False
             digest, _ = digest_file(path)
             if signature(path.stat()) != signature(st):

@@ -1,4 +1,4 @@
-"""A stat cache: values derived from a file, reused while (size, mtime_ns, inode, ctime_ns) hold.
+"""A stat cache: values derived from a file, reused while (size, mtime_ns, inode, ctime_ns, mode) hold.
 
 It lives in ``.tether/cache/`` on the local machine only, never in the shared metadata.
 
@@ -24,8 +24,9 @@ RACY_NS = 50_000_000
 
 
 def signature(st: os.stat_result) -> list[int]:
-    """What must stay equal for a cached value to hold: size, mtime, inode and ctime (ns)."""
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    """What must stay equal for a cached value to hold: size, mtime, inode, ctime (ns) and the
+    mode (a permission-only change, ``chmod +x``, is a change a snapshot records)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_mode]
 
 
 def settled(st: os.stat_result, now_ns: int | None = None) -> bool:
