@@ -58,6 +58,7 @@ def test_three_shapes_give_the_same_contract(tree: KindTree) -> None:
                 "limit": {"type": "integer", "required": False},
                 "sort": {"type": "string", "required": False, "enum": ["date", "score"]},
             },
+            "details": {"query": {"description": "what to look for"}},
         }
     }
 
@@ -83,7 +84,7 @@ def test_list_file_unions_and_nested_parameters(tree: KindTree) -> None:
         "rows": {"type": "array", "required": False},
         "rows[].id": {"type": "integer", "required": False},
     }
-    assert snap.meta["tools"]["b"] == {"description": None, "parameters": {}, "file": "tools/all.json"}
+    assert snap.meta["tools"]["b"] == {"description": None, "parameters": {}, "details": {}, "file": "tools/all.json"}
 
 
 def test_schema_type_normalization() -> None:
@@ -284,3 +285,111 @@ def test_symlink_outside(tree: KindTree, outside_file: Path) -> None:
     tree.symlink("tools/evil.json", outside_file)
     with pytest.raises(PathEscapeError, match="symlink pointing outside"):
         tree.snapshot("tools", {"path": "tools"})
+
+
+def _contract_diff(tree: KindTree, old_params: dict[str, Any], new_params: dict[str, Any]) -> Any:
+    _write(tree, "t.json", {"name": "f", "parameters": old_params})
+    old = tree.snapshot("tools", {"path": "t.json"})
+    _write(tree, "t.json", {"name": "f", "parameters": new_params})
+    return tree.diff("tools", old, tree.snapshot("tools", {"path": "t.json"}))
+
+
+def test_array_items_retyped_is_breaking(tree: KindTree) -> None:
+    diff = _contract_diff(
+        tree,
+        {"properties": {"ids": {"type": "array", "items": {"type": "string"}}}},
+        {"properties": {"ids": {"type": "array", "items": {"type": "integer"}}}},
+    )
+    assert diff.flags == ["BREAKING"]
+    assert "formatting only" not in diff.summary
+    assert diff.lines == ["BREAKING ~ f.ids[]: type string -> integer"]
+
+
+@pytest.mark.parametrize("defs", ["$defs", "definitions"])
+def test_ref_into_defs_is_resolved_and_compared(tree: KindTree, defs: str) -> None:
+    def params(q_type: str) -> dict[str, Any]:
+        return {
+            "type": "object",
+            defs: {"Q": {"type": q_type}, "Row": {"type": "object", "properties": {"n": {"$ref": f"#/{defs}/Q"}}}},
+            "properties": {"q": {"$ref": f"#/{defs}/Q"}, "rows": {"type": "array", "items": {"$ref": f"#/{defs}/Row"}},
+                           "maybe": {"anyOf": [{"$ref": f"#/{defs}/Row"}, {"type": "null"}]}},
+            "required": ["q"],
+        }
+
+    diff = _contract_diff(tree, params("string"), params("integer"))
+    assert diff.flags == ["BREAKING"]
+    assert diff.lines == [
+        "BREAKING ~ f.maybe.n: type string -> integer",
+        "BREAKING ~ f.q: type string -> integer",
+        "BREAKING ~ f.rows[].n: type string -> integer",
+    ]
+
+
+def test_recursive_ref_is_cycle_safe(tree: KindTree) -> None:
+    def params(leaf: dict[str, Any]) -> dict[str, Any]:
+        node = {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}, "v": leaf}}
+        return {"$defs": {"Node": node}, "properties": {"root": {"$ref": "#/$defs/Node"}}}
+
+    diff = _contract_diff(tree, params({"type": "string"}), params({"type": "string", "maxLength": 5}))
+    assert diff.lines == ["BREAKING ~ f.root.v: maxLength 5 added"]
+
+
+def test_nested_constraints_and_descriptions(tree: KindTree) -> None:
+    old = {"properties": {
+        "filters": {"type": "object", "properties": {
+            "lang": {"type": "string"}, "mode": {"type": "string", "enum": ["a", "b"]}, "n": {"type": "integer"},
+            "code": {"type": "string", "pattern": "^[a-z]+$"}, "m": {"type": "integer", "minimum": 5},
+        }},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "opt": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "query": {"type": "string", "description": "what to look for"},
+    }}
+    new = json.loads(json.dumps(old))
+    props = new["properties"]
+    props["filters"]["properties"].update({
+        "lang": {"type": "string", "minLength": 2, "maxLength": 8}, "mode": {"type": "string", "enum": ["a"]},
+        "n": {"type": "integer", "minimum": 0}, "code": {"type": "string"}, "m": {"type": "integer", "minimum": 1},
+    })
+    props["tags"]["items"]["maxLength"] = 10
+    props["opt"]["anyOf"][0]["maxLength"] = 3
+    props["query"]["description"] = "the search terms"
+    diff = tree.diff("tools", *_snapshots(tree, old, new))
+    assert diff.flags == ["BREAKING"]
+    assert diff.lines == [
+        "  ~ f.filters.code: pattern \"^[a-z]+$\" removed",
+        "BREAKING ~ f.filters.lang: minLength 2 added",
+        "BREAKING ~ f.filters.lang: maxLength 8 added",
+        "  ~ f.filters.m: minimum 5 -> 1",
+        'BREAKING ~ f.filters.mode: enum values removed: "b"',
+        "BREAKING ~ f.filters.n: minimum 0 added",
+        "BREAKING ~ f.opt<string>: maxLength 3 added",
+        "  ~ f.query: description changed",
+        "BREAKING ~ f.tags[]: maxLength 10 added",
+    ]
+    assert diff.summary == "1 tool changed; 6 breaking changes"
+    described = [d for d in diff.details if d["change"] == "parameter description changed"]
+    assert described == [{"type": "tool", "tool": "f", "parameter": "query", "change": "parameter description changed",
+                          "old": "what to look for", "new": "the search terms", "breaking": False}]
+
+
+def test_description_only_change_is_not_formatting_only(tree: KindTree) -> None:
+    new = _search(properties={"query": {"type": "string", "description": "the search terms"}})
+    diff = tree.diff("tools", *_snapshots(tree, SEARCH_PARAMS, new))
+    assert diff.flags == []
+    assert diff.summary == "1 tool changed"
+    assert diff.lines == ["  ~ f.query: description changed"]
+
+
+def test_snapshot_without_details_is_compared_as_before(tree: KindTree) -> None:
+    """A snapshot recorded before details were kept: no detail comparisons, no false alarms."""
+    old, new = _snapshots(tree, SEARCH_PARAMS, _search(properties={"query": {"type": "string", "minLength": 1}}))
+    old.meta["tools"]["f"].pop("details")
+    diff = tree.diff("tools", old, new)
+    assert diff.details == [] and diff.summary == "formatting only (no contract change)"
+
+
+def _snapshots(tree: KindTree, old_params: dict[str, Any], new_params: dict[str, Any]) -> tuple[Any, Any]:
+    _write(tree, "t.json", {"name": "f", "parameters": old_params})
+    old = tree.snapshot("tools", {"path": "t.json"})
+    _write(tree, "t.json", {"name": "f", "parameters": new_params})
+    return old, tree.snapshot("tools", {"path": "t.json"})
