@@ -162,3 +162,20 @@ def test_other_branch_names_still_work(prompt_project: ProjectDir, name: str) ->
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     prompt_project.run("branch", name)
     assert json.loads(prompt_project.run("show", name, "--json").stdout)["version_id"] == v1
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("template", "--set template: expected key=value"),
+        ("=x", "--set =x: expected key=value"),
+    ],
+)
+def test_a_set_syntax_error_is_a_json_error_under_json(prompt_project: ProjectDir, pair: str, message: str) -> None:
+    prompt_project.write("x.md", "x\n")
+    assert _one_line_error(prompt_project.run("add", "prompt", "s", "x.md", "--set", pair, code=None)) == f"tether: error: {message}"
+    result = prompt_project.run("add", "prompt", "s", "x.md", "--set", pair, "--json", code=2)
+    assert json.loads(result.stdout) == {"error": message, "exit_code": 2}
+    nested = prompt_project.run("add", "prompt", "s", "x.md", "--set", "a=1", "--set", "a.b=2", "--json", code=2)
+    assert json.loads(nested.stdout) == {"error": "--set a.b=2: 'a' is already a value, not a table", "exit_code": 2}
+    assert "name = \"s\"" not in prompt_project.read("tether.toml") and "[components.s]" not in prompt_project.read("tether.toml")

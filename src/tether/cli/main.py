@@ -188,12 +188,14 @@ def _parse_settings(pairs: list[str]) -> dict[str, Any]:
     inline tables), else strings; dotted keys make nested tables."""
     import tomllib
 
+    from tether.errors import UsageError
+
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            fail(f"--set {pair}: expected key=value", 2)
+            raise UsageError(f"--set {pair}: expected key=value")  # handled() answers (JSON too under --json)
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -203,7 +205,7 @@ def _parse_settings(pairs: list[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                fail(f"--set {pair}: '{part}' is already a value, not a table", 2)
+                raise UsageError(f"--set {pair}: '{part}' is already a value, not a table")
         target[parts[-1]] = value
     return settings
 
