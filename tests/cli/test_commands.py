@@ -336,6 +336,20 @@ def test_floating_model_warns_in_standard_and_refuses_in_regulated(make_project)
     assert "cannot tell" in unknown.stderr
 
 
+def test_a_latest_model_from_an_unruled_provider_floats(make_project) -> None:  # type: ignore[no-untyped-def]
+    for provider, model_id in [("mistral", "mistral-large-latest"), ("acme", "foo:latest")]:
+        lite = make_project(f"lite-{provider}")
+        lite.run("init", "--tier", "lite")
+        result = lite.run("add", "model", "llm", "--set", f"provider={provider}", "--set", f"id={model_id}")
+        assert "warning" in result.stderr and model_id in result.stderr and "cannot tell" not in result.stderr
+        regulated = make_project(f"regulated-{provider}")
+        regulated.run("init", "--tier", "regulated")
+        before = regulated.read("tether.toml")
+        result = regulated.run("add", "model", "llm", "--set", f"provider={provider}", "--set", f"id={model_id}", code=1)
+        assert "regulated" in result.stderr and model_id in result.stderr
+        assert regulated.read("tether.toml") == before
+
+
 def test_bad_project_file_is_named(prompt_project: ProjectDir) -> None:
     text = prompt_project.read("tether.toml")
     prompt_project.write("tether.toml", text + "\n[components.extra]\nkind = \"prompt\"\npath = \"prompts/system.md\"\ncolour = 1\n")

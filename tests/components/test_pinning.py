@@ -51,12 +51,39 @@ def test_hosted_examples(provider: str, model_id: str, level: str) -> None:
 
 @pytest.mark.parametrize(
     ("provider", "model_id"),
-    [("mistral", "mistral-large-latest"), ("azure_openai", "my-gpt4o-deployment"), ("azure", "prod"), ("", "x")],
+    [("mistral", "mistral-large-2411"), ("acme", "foo-1"), ("azure_openai", "my-gpt4o-deployment"), ("azure", "prod"), ("", "x")],
 )
 def test_unknown_providers_are_never_pinned(provider: str, model_id: str) -> None:
     verdict = judge_hosted(provider, model_id)
     assert verdict.level == "unknown"
     assert verdict.reason.startswith(f"tether cannot tell whether provider '{provider}' model '{model_id}' is pinned")
+
+
+LATEST = [
+    ("mistral", "mistral-large-latest"),
+    ("acme", "foo-latest"),
+    ("acme", "acme:foo-latest"),
+    ("ollama", "llama3:latest"),
+    ("Acme", "FOO-LATEST"),
+    ("azure_openai", "gpt-4o-latest"),
+    ("", "x-latest"),
+    ("openai", "chatgpt-4o-latest"),
+]
+
+
+@pytest.mark.parametrize(("provider", "model_id"), LATEST, ids=[f"{p}:{m}" for p, m in LATEST])
+def test_a_latest_id_floats_for_every_provider(provider: str, model_id: str) -> None:
+    verdict = judge_hosted(provider, model_id)
+    assert verdict.level == "floating"
+    assert "latest" in verdict.reason
+
+
+def test_every_provider_rules_are_data() -> None:
+    rules = PinningRules.from_toml(CUSTOM + "\n[[every_provider]]\npattern = '.*-nightly'\nverdict = 'floating'\nreason = 'n'\n")
+    assert rules.judge_hosted("nobody", "x-nightly").level == "floating"
+    assert rules.judge_hosted("nobody", "x-latest").level == "unknown"  # only the shipped data says so
+    with pytest.raises(RulesError, match="every_provider"):
+        PinningRules.from_toml("every_provider = 3\n" + CUSTOM)
 
 
 def test_azure_notice_says_why() -> None:

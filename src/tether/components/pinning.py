@@ -3,7 +3,8 @@
 Providers rename and re-alias models faster than tether is released, so the knowledge lives
 in ``floating_rules.toml`` and this module only interprets it: per provider, regex rules in
 order, first match wins, with an optional minimum-generation condition. A provider without
-rules is never called pinned: tether says it cannot tell.
+rules is never called pinned: tether says it cannot tell (past the rules for every provider,
+such as a "latest" alias, which floats whoever serves it).
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class PinningRules:
         self.aliases: dict[str, str] = {}
         self.unknown: dict[str, str] = {}
         self.providers: dict[str, list[Rule]] = {}
+        every = data.get("every_provider", [])
+        if not isinstance(every, list):
+            raise RulesError("every_provider: expected a list of rules")
+        #: tried first for any provider, one tether has no rules for included
+        self.every_provider: list[Rule] = [_rule(f"every_provider[{index}]", item) for index, item in enumerate(every)]
         for alias, target in _table(data, "aliases").items():
             if not isinstance(target, str):
                 raise RulesError(f"aliases.{alias}: expected a provider name")
@@ -116,10 +122,13 @@ class PinningRules:
         key = self.provider_key(provider)
         rules = self.providers.get(key)
         cannot_tell = f"tether cannot tell whether provider '{provider}' model '{model_id}' is pinned"
+        normalized = model_id.strip().lower()
+        for rule in self.every_provider:
+            if rule.applies(normalized):
+                return Verdict(rule.verdict, rule.reason)
         if not rules:
             note = self.unknown.get(key)
             return Verdict("unknown", f"{cannot_tell} ({note})" if note else cannot_tell)
-        normalized = model_id.strip().lower()
         for rule in rules:
             if rule.applies(normalized):
                 return Verdict(rule.verdict, rule.reason)
