@@ -97,7 +97,19 @@ def test_embedding_model_change_requires_a_rebuild(tmp_path: Path) -> None:
         "REBUILD REQUIRED: embedding_model changed: sentence-transformers/all-MiniLM-L6-v2 -> BAAI/bge-small-en-v1.5"
     )
     assert "artifact index/kb.faiss unchanged while embedding_model changed: stale index?" in diff.lines
-    assert diff.summary.startswith("REBUILD REQUIRED (embedding_model changed)")
+    assert diff.summary.startswith("embedding_model changed")  # the flag names the rebuild, once
+
+
+def test_the_rebuild_flag_is_shown_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tether.cli.render import _render_component_diff
+
+    root = _project(tmp_path, DOCS)
+    diff = KIND.diff("kb", _snap(root), _snap(root, embedding_model="BAAI/bge-small-en-v1.5"), DigestReader())
+    capsys.readouterr()
+    _render_component_diff(diff)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.count("REBUILD REQUIRED") == 1, header
+    assert header.startswith("changed  kb (index) REBUILD REQUIRED: embedding_model changed"), header
 
 
 def test_chunking_change_requires_a_rebuild_and_params_are_listed(tmp_path: Path) -> None:

@@ -262,3 +262,27 @@ def test_runner_view_is_read_only_and_verified_after_the_run(
     assert len(errors) == 1 and "config/model.yaml" in errors[0] and "runner changed" in errors[0]
     assert list(scratch.iterdir()) == []
     assert (project.root / "config/model.yaml").read_text(encoding="utf-8") == "drop: 0.0\n"
+
+
+def test_runs_that_both_take_no_seed_list_no_seed_difference(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(5, 1.0, 1.0))
+    first = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:unseeded", "--seed", "3")
+    second = run_json(project, "eval", "run", "HEAD", "--runner", "tests.repro.toy_runner:unseeded", "--seed", "3")
+    shown = project.run("eval", "compare", first["run_id"], second["run_id"], code=None).stdout
+    assert "[seeds]" not in shown, shown  # nothing differs between the two runs
+    assert "environment and seeds: identical" in shown
+    assert "note: the runner does not take a seed: its randomness is not controlled by tether" in shown
+    report = run_json(project, "eval", "compare", first["run_id"], second["run_id"], code=None)
+    assert not [item for item in report["environment_differences"] if item["cause"] == "seeds"]
+    assert "the runner does not take a seed: its randomness is not controlled by tether" in report["notes"]
+
+
+def test_one_case_is_counted_in_the_singular(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(1, 1.0, 1.0))
+    first = run_json(project, "eval", "run", "HEAD", "--seed", "1")
+    second = run_json(project, "eval", "run", "HEAD", "--seed", "1")
+    shown = project.run("eval", "show", first["run_id"]).stdout
+    shown += project.run("eval", "compare", first["run_id"], second["run_id"], code=None).stdout
+    shown += project.run("show", "HEAD").stdout
+    assert "1 cases" not in shown, shown
+    assert "1 case" in shown

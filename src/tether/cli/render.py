@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tether.cli.output import console
 from tether.components import ComponentDiff, Snapshot
+from tether.components.textdiff import plural
 from tether.project.results import DiffReport, StatusReport, VersionInfo
 from tether.sizes import human_bytes
 
@@ -117,7 +118,7 @@ def snapshot_summary(snap: Snapshot) -> str:
     if tensors:
         parts.append(f"{tensors} tensors")
     if snap.kind == "evalset" and "count" in snap.meta:
-        parts.append(f"{snap.meta['count']} cases")
+        parts.append(plural(snap.meta["count"], "case"))
     if snap.kind == "tools" and "tools" in snap.meta:
         parts.append("tools: " + ", ".join(sorted(snap.meta["tools"])))
     if snap.kind == "index":

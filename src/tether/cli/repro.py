@@ -34,6 +34,13 @@ repro_app = typer.Typer(
 )
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 case``, ``2 cases`` (textdiff's, imported when first used)."""
+    from tether.components.textdiff import plural as counted
+
+    return counted(count, noun, nouns)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` and ``repro`` command groups to ``tether``."""
     app.add_typer(eval_app, name="eval")
@@ -70,7 +77,7 @@ def _run_lines(run: EvalRun) -> list[str]:
     seed = f"seed {s['seed']}" + ("" if s.get("seed_passed") else " (not taken by the runner)")
     return [
         f"eval run {run.run_id}",
-        f"  version {run.version_id[:12]} · eval set '{run.evalset}' · {s['cases']} cases x {s['repeat']} repeat(s) · "
+        f"  version {run.version_id[:12]} · eval set '{run.evalset}' · {plural(s['cases'], 'case')} x {s['repeat']} repeat(s) · "
         f"{seed} · {s['parallel']} thread(s)",
         f"  runner {s['runner']} · scorer {s['scorer']}",
         f"  mean score {s['mean_score']:.4f} · {s['errors']} error(s) in {s['calls']} calls · {s['seconds']:.2f} s",
@@ -83,7 +90,7 @@ def _warn_errors(run: EvalRun) -> None:
     errors = run.errors()
     if not errors:
         return
-    warn(f"{len(errors)} of {run.summary['calls']} calls failed ({run.summary['errored_cases']} cases); each scored 0")
+    warn(f"{len(errors)} of {run.summary['calls']} calls failed ({plural(run.summary['errored_cases'], 'case')}); each scored 0")
     for error in errors[:MAX_ERRORS_SHOWN]:
         warn(f"case {error['key']} (line {error['line']}) repeat {error['repeat']}: {error['stage']} raised "
              f"{error['type']}: {error['message']}")
@@ -202,7 +209,8 @@ def eval_show(
             shown = " ".join(shown.split())
             typer.echo(f"  {case['key'][:24]:<24} line {case['line']:<5} scores {scores}  {shown[:70]}")
         if len(run.cases) > max(0, cases):
-            typer.echo(f"  ... and {len(run.cases) - max(0, cases)} more cases (--cases N, or --json for all)")
+            more = plural(len(run.cases) - max(0, cases), "more case", "more cases")
+            typer.echo(f"  ... and {more} (--cases N, or --json for all)")
 
 
 def _margin(project: Any, margin: float | None) -> float:

@@ -273,7 +273,7 @@ class EvalsetKind(Kind):
         old_count = old.meta.get("count", 0) if old is not None else 0
         new_count = new.meta.get("count", 0) if new is not None else 0
         if case_summary:
-            case_summary += f" ({old_count} -> {new_count} cases)"
+            case_summary += f" ({old_count} -> {plural(new_count, 'case')})"
         elif old is not None and new is not None and set(old.files) != set(new.files):
             case_summary = "no case changed (lines reordered or reformatted)"
         summary = join_summary(

@@ -125,7 +125,7 @@ class IndexKind(Kind):
                 result.details.append({"change": "rebuild", "field": key, "old": before, "new": after})
         if rebuild_reasons:
             result.flags.append(REBUILD)
-            parts.append(f"{REBUILD} ({', '.join(rebuild_reasons)} changed)")
+            parts.append(f"{', '.join(rebuild_reasons)} changed")  # the flag says REBUILD REQUIRED once
 
         for key in ("params", "documents", "artifact"):
             before, after = old.spec.get(key), new.spec.get(key)

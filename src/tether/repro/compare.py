@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.components.textdiff import plural
 from tether.errors import UsageError
 from tether.repro.config import DEFAULT_MARGIN
 from tether.repro.environment import fingerprint, ranked_differences
@@ -91,7 +92,7 @@ class ComparisonReport:
         """The report as a reviewer reads it."""
         b = self.behavioral
         out = [
-            f"eval set '{self.evalset}' (snapshot {self.evalset_snapshot[:12]}), {b.cases} cases",
+            f"eval set '{self.evalset}' (snapshot {self.evalset_snapshot[:12]}), {plural(b.cases, 'case')}",
             f"  {label_a}: run {self.run_a['run_id'][:12]} of version {self.run_a['version_id'][:12]}, "
             f"{self.run_a['repeat']} repeat(s), seed {self.run_a['seed']}, mean score {self.run_a['mean_score']:.3f}, "
             f"{self.run_a['errors']} error(s)",
@@ -113,9 +114,9 @@ class ComparisonReport:
         out.append(f"  paired test      {paired}")
         out.append(f"  equivalence      TOST against ±{b.margin:g}: p = {b.tost_p:.3g}, "
                    f"{1 - 2 * b.alpha:.0%} CI [{b.tost_interval[0]:+.4f}, {b.tost_interval[1]:+.4f}]")
-        size = f"{b.cases} cases; {b.cases_needed} needed to claim equivalence at this margin"
+        size = f"{plural(b.cases, 'case')}; {b.cases_needed} needed to claim equivalence at this margin"
         if b.repeats_needed is not None:
-            size += f" (or {b.repeats_needed} repeats per case at {b.cases} cases)"
+            size += f" (or {b.repeats_needed} repeats per case at {plural(b.cases, 'case')})"
         out.append(f"  sample size      {size}")
         out.append("")
         if self.environment:
@@ -183,9 +184,10 @@ def _seed_differences(run_a: EvalRun, run_b: EvalRun) -> list[dict[str, Any]]:
     env_seeds_differ = (run_a.environment or {}).get("seeds") != (run_b.environment or {}).get("seeds")
     if seed_a != seed_b and not env_seeds_differ:
         items.append({"cause": "seeds", "line": f"run seed: {seed_a} -> {seed_b}", "detail": {}})
-    if not passed_a or not passed_b:
-        items.append({"cause": "seeds", "line": "the runner does not take a seed: its randomness is not controlled by tether",
-                      "detail": {}})
+    if bool(passed_a) != bool(passed_b):  # both not taking one is no difference: a note says so
+        which = "A" if not passed_a else "B"
+        items.append({"cause": "seeds", "line": f"run {which}'s runner does not take a seed: its randomness is not "
+                      "controlled by tether", "detail": {}})
     return items
 
 
@@ -226,6 +228,8 @@ def compare_runs(run_a: EvalRun, run_b: EvalRun, margin: float = DEFAULT_MARGIN,
     if run_a.summary.get("repeat") != run_b.summary.get("repeat"):
         notes.append(f"the repeats differ ({run_a.summary.get('repeat')} and {run_b.summary.get('repeat')}); "
                      "bitwise compares the repeats both have")
+    if not run_a.summary.get("seed_passed") and not run_b.summary.get("seed_passed"):
+        notes.append("the runner does not take a seed: its randomness is not controlled by tether")
     for run, label in ((run_a, "A"), (run_b, "B")):
         if run.summary.get("errors"):
             notes.append(f"run {label} ({run.run_id[:12]}) has {run.summary['errors']} failed call(s), scored 0")

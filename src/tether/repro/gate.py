@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tether.components.textdiff import plural
 from tether.errors import UsageError
 from tether.lifecycle.gates import EvalGateRequest, EvalVerdict
 
@@ -46,7 +47,7 @@ def non_inferiority(request: EvalGateRequest) -> EvalVerdict:
         "verdict": report.verdict,
     }
     shown = (f"mean score {behavioral.mean_a:.3f} -> {behavioral.mean_b:.3f} (difference {behavioral.difference:+.4f}, "
-             f"one-sided 95% lower bound {lower:+.4f}, margin {request.margin:g}, {behavioral.cases} cases)")
+             f"one-sided 95% lower bound {lower:+.4f}, margin {request.margin:g}, {plural(behavioral.cases, 'case')})")
     if lower > -request.margin:
         return EvalVerdict(True, f"not worse beyond the margin: {shown}", evidence)
     return EvalVerdict(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tether.components.textdiff import plural
 from tether.errors import UsageError
 from tether.repro.compare import ComparisonReport
 
@@ -38,7 +39,7 @@ def plot_comparison(report: ComparisonReport, path: str, label_a: str = "A", lab
     d = b - a
     behavioral = report.behavioral
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
-    figure.suptitle(f"{behavioral.verdict}  ·  eval set '{report.evalset}', {len(a)} cases  ·  "
+    figure.suptitle(f"{behavioral.verdict}  ·  eval set '{report.evalset}', {plural(len(a), 'case')}  ·  "
                     f"bitwise {report.bitwise['share']:.0%}", fontsize=12)
 
     bins = np.linspace(0, 1, 12)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from tether.components.textdiff import plural
+
 ALPHA = 0.05
 POWER = 0.80
 REPRODUCED = "REPRODUCED"
@@ -297,14 +299,14 @@ def compare_scores(
     if equivalent and n >= guard:
         verdict = REPRODUCED
         reason = (f"the mean score difference is within ±{margin:g} (TOST p = {float(tost_p):.3g} < {alpha:g}) "
-                  f"on {n} cases (≥ {guard} needed)")
+                  f"on {plural(n, 'case')} (≥ {guard} needed)")
     elif different:
         verdict = NOT_REPRODUCED
         reason = f"the mean score differs by {difference:+.3f} ({decisive} test p = {decisive_p:.3g} < {alpha:g})"
     else:
         verdict = INCONCLUSIVE
         if equivalent:
-            reason = f"TOST shows equivalence within ±{margin:g}, but {n} cases are fewer than the {guard} needed (sample-size guard)"
+            reason = f"TOST shows equivalence within ±{margin:g}, but {plural(n, 'case')} {'is' if n == 1 else 'are'} fewer than the {guard} needed (sample-size guard)"
         else:
             reason = (f"equivalence within ±{margin:g} not shown (TOST p = {float(tost_p):.3g}) and no significant "
                       f"difference ({decisive} p = {decisive_p:.3g})")
@@ -317,7 +319,7 @@ def compare_scores(
         if n < guard:
             reason += "" if equivalent else f"; needs about {guard} cases"
             if more_repeats is not None:
-                reason += f", or {more_repeats} repeats per case at {n} cases"
+                reason += f", or {more_repeats} repeats per case at {plural(n, 'case')}"
         else:
             reason += "; the difference is too close to the margin to decide: more cases or repeats narrow the interval"
     return Behavioral(
