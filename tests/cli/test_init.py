@@ -118,3 +118,51 @@ def test_regulated_promotion_without_audit_settings_is_refused_before_production
     line = _error_line(project_dir.run("promote", v1, "--to", "prod", "--reason", "launch", code=None))
     assert "audit.checkpoint_export_interval" in line
     assert "no such alias" in project_dir.run("history", "prod", code=2).stderr
+
+
+# ---- a password in the metadata URL ----------------------------------------------------------------
+def test_init_refuses_a_metadata_url_with_a_password_without_showing_it(project_dir: ProjectDir) -> None:
+    url = "postgresql+psycopg://alice:S3cretPW@db.example/tether"
+    result = project_dir.run("init", "--db", url, code=None)
+    line = _error_line(result)
+    assert line == (
+        "tether: error: --db: the URL contains a password, which tether.toml (versioned) would keep forever; "
+        "use PGPASSWORD or ~/.pgpass"
+    )
+    error = json.loads(project_dir.run("init", "--db", url, "--json", code=2).stdout)
+    assert error["exit_code"] == 2 and "S3cretPW" not in json.dumps(error)
+    assert not (project_dir.root / "tether.toml").exists()
+
+
+def test_a_project_file_with_a_password_in_its_metadata_url_warns_once(
+    project_dir: ProjectDir, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tether.project import projectfile
+
+    path = project_dir.write(
+        "tether.toml",
+        '[project]\nname = "demo"\n\n[storage]\nmetadata = "postgresql+psycopg://alice:S3cretPW@db.example/tether"\n',
+    )
+    with caplog.at_level("WARNING", logger="tether"):
+        for _ in range(2):
+            loaded = projectfile.load_project_file(path)
+    warnings = [rec.getMessage() for rec in caplog.records if rec.name == "tether"]
+    assert len(warnings) == 1 and "storage.metadata: the URL contains a password" in warnings[0]
+    assert "S3cretPW" not in warnings[0]
+    assert loaded.metadata_url.endswith("@db.example/tether")  # still loaded: a warning, not a refusal
+
+
+@pytest.mark.parametrize(
+    ("url", "has"),
+    [
+        ("postgresql+psycopg://alice:pw@host/db", True),
+        ("postgresql://alice:@host/db", False),
+        ("postgresql+psycopg://alice@host/db", False),
+        ("postgresql+psycopg://host/db?user=a@b", False),
+        ("sqlite:///.tether/meta.db", False),
+    ],
+)
+def test_url_has_password(url: str, has: bool) -> None:
+    from tether.project.projectfile import url_has_password
+
+    assert url_has_password(url) is has

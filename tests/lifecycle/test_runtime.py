@@ -269,3 +269,54 @@ def test_gc_keeps_the_live_copy_a_running_process_holds_until_it_is_killed(deplo
     assert not (live_root / v2).exists()
     # Resolving it again materializes a fresh copy.
     assert tether.resolve(v2, project_dir=deploy.root).prompt("system") == "Version two.\n"
+
+
+def test_a_metadata_outage_keeps_serving_the_verified_version_and_warns_once(
+    deploy: DeployProject, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tether.meta.base import MetadataError
+
+    clock = _Clock()
+    monkeypatch.setattr(runtime, "time", clock)
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    real_locate = runtime._Source.locate
+    calls = []
+
+    def unreachable(self: runtime._Source, ref: str) -> None:
+        calls.append(ref)
+        raise MetadataError("metadata database postgresql+psycopg://alice:***@db/tether: connection refused")
+
+    monkeypatch.setattr(runtime._Source, "locate", unreachable)
+    with caplog.at_level("WARNING", logger="tether"):
+        for _ in range(3):
+            clock.now += 5.1
+            assert tether.resolve("prod", project_dir=deploy.root) is live
+    assert len(calls) == 3  # asked again at every refresh interval
+    warnings = [rec for rec in caplog.records if rec.name == "tether" and rec.levelname == "WARNING"]
+    assert len(warnings) == 1 and v1[:12] in warnings[0].getMessage() and "connection refused" in warnings[0].getMessage()
+    # The database answers again: the next refresh checks it, and a later outage warns again.
+    monkeypatch.setattr(runtime._Source, "locate", real_locate)
+    clock.now += 5.1
+    assert tether.resolve("prod", project_dir=deploy.root) is live
+    monkeypatch.setattr(runtime._Source, "locate", unreachable)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tether"):
+        clock.now += 5.1
+        assert tether.resolve("prod", project_dir=deploy.root) is live
+    assert len([rec for rec in caplog.records if rec.levelname == "WARNING"]) == 1
+
+
+def test_a_metadata_outage_with_nothing_resolved_yet_raises(deploy: DeployProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.meta.base import MetadataError
+
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+
+    def unreachable(self: runtime._Source, ref: str) -> None:
+        raise MetadataError("metadata database: connection refused")
+
+    monkeypatch.setattr(runtime._Source, "locate", unreachable)
+    with pytest.raises(MetadataError, match="connection refused"):
+        tether.resolve("prod", project_dir=deploy.root)

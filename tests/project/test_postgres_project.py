@@ -127,7 +127,10 @@ def test_init_against_a_port_nobody_listens_on(project_dir: ProjectDir) -> None:
 
 @pytest.mark.postgres
 def test_password_role_needs_its_password(
-    project_dir: ProjectDir, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+    project_dir: ProjectDir,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     database = postgres_server.create_database("tether_password_db", owner=PASSWORD_ROLE)
     url = postgres_server.url(database, user=PASSWORD_ROLE)
@@ -138,8 +141,17 @@ def test_password_role_needs_its_password(
 
     wrong = url.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:not-the-password@")
     error = _one_line_error(project_dir.run("init", "--db", wrong, code=2).stderr)
-    assert "password authentication failed" in error
-    assert "not-the-password" not in error  # the URL is shown with its password hidden
+    assert "--db: the URL contains a password" in error and "PGPASSWORD" in error  # never written to tether.toml
+    assert "not-the-password" not in error
+    assert not (project_dir.root / "tether.toml").exists()
+    # A tether.toml written by hand with one: warned about, and the URL is shown with its password hidden.
+    project_dir.write("tether.toml", f'[project]\nname = "demo"\n\n[storage]\nmetadata = "{wrong}"\n')
+    with caplog.at_level("WARNING", logger="tether"):
+        error = _one_line_error(project_dir.run("init", code=2).stderr)
+    assert "password authentication failed" in error and "not-the-password" not in error
+    assert any("storage.metadata: the URL contains a password" in rec.getMessage() for rec in caplog.records)
+    assert not any("not-the-password" in rec.getMessage() for rec in caplog.records)
+    (project_dir.root / "tether.toml").unlink()
 
     # libpq's own environment supplies the password, so tether.toml never has to hold it.
     monkeypatch.setenv("PGPASSWORD", PASSWORD)

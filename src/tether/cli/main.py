@@ -171,7 +171,10 @@ def init(
     """Create tether.toml and the .tether/ store in the current folder."""
     with handled(as_json):
         from tether.project.core import Project
+        from tether.project.projectfile import check_new_metadata_url
 
+        if db:
+            check_new_metadata_url(db, "--db")
         project = Project.init(_state["dir"], tier=tier, store_url=store, db_url=db, name=name)
         try:
             data = {"root": str(project.root), "tier": project.file.tier, "project": project.file.name}

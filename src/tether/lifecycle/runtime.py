@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import DriftError, UsageError, VerificationError
+from tether.meta.base import MetadataError
 
 LIVE_DIR = "live"
+_LOG = logging.getLogger("tether")
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,7 @@ def _verify_folder(folder: Path, snapshots: dict[str, Any], version_id: str) -> 
 
 _CACHE: dict[tuple[str, str, Any, Any], _Entry] = {}
 _SOURCES: dict[str, _Source] = {}
+_OUTAGES: set[tuple[str, str, Any, Any]] = set()  # keys served from cache while the database is unreachable
 _LOCK = threading.Lock()
 
 
@@ -508,7 +512,27 @@ def _refresh(
             _SOURCES[source_key] = source
     interval = source.policy.refresh_seconds if refresh_seconds is None else refresh_seconds
     with source.lock:
-        version_id, alias, token = source.locate(ref)
+        try:
+            version_id, alias, token = source.locate(ref)
+        except (MetadataError, OSError) as exc:
+            if entry is None:
+                raise  # nothing verified to fall back on
+            # The previous version is immutable and was verified: keep serving it through the
+            # outage, and ask again at the next interval.
+            if key not in _OUTAGES:
+                _OUTAGES.add(key)
+                _LOG.warning(
+                    "tether.resolve(%r): cannot check where it points (%s); serving %s until the metadata "
+                    "database answers again",
+                    ref,
+                    exc,
+                    entry.live.version_id[:12],
+                )
+            _CACHE[key] = _Entry(entry.live, time.monotonic() + interval, entry.token)
+            return entry.live
+        if key in _OUTAGES:
+            _OUTAGES.discard(key)
+            _LOG.info("tether.resolve(%r): the metadata database answers again", ref)
         unchanged = entry is not None and entry.token == token
         live = entry.live if unchanged and entry is not None else source.load(version_id, alias, ref)
         _CACHE[key] = _Entry(live, time.monotonic() + interval, token)
@@ -516,9 +540,12 @@ def _refresh(
 
 
 def clear_cache() -> None:
-    """Forget every resolved version and close the projects (tests, or a process that forks)."""
+    """Forget every resolved version and close the projects: in tests, and in a process that
+    forked after ``resolve`` (call it in the child before resolving again: the parent's database
+    connections and live-folder locks must not be shared)."""
     with _LOCK:
         _CACHE.clear()
+        _OUTAGES.clear()
         for source in _SOURCES.values():
             source.close()
         _SOURCES.clear()

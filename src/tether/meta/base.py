@@ -6,13 +6,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tether.errors import TetherError
 
-class MetadataError(Exception):
-    """Base class for metadata failures."""
+
+class MetadataError(TetherError):
+    """Base class for metadata failures (an unreachable or unreadable database: exit 2)."""
+
+    exit_code = 2
 
 
 class BranchConflictError(MetadataError):
-    """A compare-and-swap on a branch found another value than the caller expected."""
+    """A compare-and-swap on a branch found another value than the caller expected (a lost race: exit 1)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,28 @@ FEATURE_SECTIONS: dict[str, str] = {
 _TOP_KEYS = {"project", "storage", "components", *FEATURE_SECTIONS}
 _PROJECT_KEYS = {"name", "tier"}
 _STORAGE_KEYS = {"objects", "metadata"}
+_LOG = logging.getLogger("tether")
+_WARNED_PASSWORD: set[Path] = set()  # project files already warned about, once per process
+
+
+def url_has_password(url: str) -> bool:
+    """True when a database URL carries a password (``scheme://user:PASSWORD@host/...``)."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    userinfo, _at, _host = authority.rpartition("@")
+    return bool(userinfo.partition(":")[2])
+
+
+def check_new_metadata_url(url: str, option: str = "--db") -> None:
+    """Refuse a metadata URL with a password before it is written to ``tether.toml``, which every
+    version records (in the shared object store, for good). The message never shows the URL."""
+    if url_has_password(url):
+        raise UsageError(
+            f"{option}: the URL contains a password, which tether.toml (versioned) would keep forever; "
+            "use PGPASSWORD or ~/.pgpass"
+        )
 
 
 @dataclass
@@ -96,12 +119,20 @@ def load_project_file(path: Path, validate_components: bool = True) -> ProjectFi
             raise _error(path, f"storage.{key}: unknown key (allowed: metadata, objects)")
         if not isinstance(value, str) or not value:
             raise _error(path, f"storage.{key}: expected a non-empty string")
+    metadata_url = storage.get("metadata", DEFAULT_METADATA)
+    if url_has_password(metadata_url) and path not in _WARNED_PASSWORD:
+        _WARNED_PASSWORD.add(path)
+        _LOG.warning(
+            "%s: storage.metadata: the URL contains a password, which every version records (tether.toml is "
+            "versioned); remove it and use PGPASSWORD or ~/.pgpass",
+            path,
+        )
     result = ProjectFile(
         path=path,
         name=name,
         tier=tier,
         objects_url=storage.get("objects", DEFAULT_OBJECTS),
-        metadata_url=storage.get("metadata", DEFAULT_METADATA),
+        metadata_url=metadata_url,
         raw=raw,
     )
     for section, target in FEATURE_SECTIONS.items():
