@@ -81,12 +81,23 @@ def try_quick(argv: list[str]) -> int | None:
             return None
         if command == "commit" and clean.tier not in _QUICK_COMMIT_TIERS:
             return None
+        synced = _synced(root)
+        if synced is not None and synced != clean.head:
+            return None  # the branch moved under this working copy: the full status explains it
     except Exception:
         return None  # the full command is always right; this path may only be faster
-    return _report(command, options, clean)
+    return _report(command, options, clean, synced)
 
 
-def _report(command: str, options: dict[str, object], clean: object) -> int:
+def _synced(root: Path) -> str | None:
+    """The version the tree was last committed from or checked out at (``Project.synced``)."""
+    try:
+        return (root / ".tether" / "WORKTREE").read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _report(command: str, options: dict[str, object], clean: object, synced: str | None = None) -> int:
     from tether.project.clean import CleanTree
 
     assert isinstance(clean, CleanTree)
@@ -105,6 +116,7 @@ def _report(command: str, options: dict[str, object], clean: object) -> int:
                 for name, kind in clean.components
             ],
             "settings_changed": False,
+            "synced": synced,
         })
         return 0
     where = f"on branch {clean.branch}" if clean.branch else "HEAD detached"

@@ -27,6 +27,13 @@ def render_status(report: StatusReport) -> None:
     out = console()
     where = f"on branch {report.branch}" if report.branch else "HEAD detached"
     out.print(f"{where}, at version {short(report.head)}")
+    if report.branch and report.synced and report.synced != report.head:
+        moved = f"moved to {short(report.head)}" if report.head else "was deleted"
+        out.print(
+            f"[yellow]note:[/yellow] branch {escape(report.branch)} {moved} since this working tree was at "
+            f"{short(report.synced)} (another working copy committed); the drift below is against "
+            f"{short(report.head)}; `tether checkout {escape(report.branch)}` updates the tree"
+        )
     if report.clean:
         out.print("[green]clean:[/green] every component matches the current version")
         return

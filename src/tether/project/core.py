@@ -43,7 +43,7 @@ from tether.errors import (
     UsageError,
     VerificationError,
 )
-from tether.ids import canonical_bytes, digest_bytes, digest_file
+from tether.ids import canonical_bytes, digest_bytes, digest_file, is_digest
 from tether.meta import BranchConflictError, MetadataRepository, VersionRecord, open_metadata
 from tether.project.manifest import Manifest
 from tether.project.projectfile import (
@@ -78,6 +78,10 @@ DEFAULT_BRANCH = "main"
 WORKING_TREE = "working tree"
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+#: the version the working tree was last committed from or checked out at (see Project.synced)
+WORKTREE_FILE = "WORKTREE"
 
 
 def _now() -> str:
@@ -284,6 +288,27 @@ class Project:
         content = f"ref: {branch}\n" if branch else f"{version_id}\n"
         atomic_write_bytes(self.dot / "HEAD", content.encode())
 
+    def synced(self) -> str | None:
+        """The version this working tree was last committed from or checked out at. With metadata
+        shared by several working copies, a branch can move under a copy; this says what the
+        tree is actually based on (None before the first commit or checkout that records it)."""
+        try:
+            text = (self.dot / WORKTREE_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text if is_digest(text) else None
+
+    def _mark_synced(self, version_id: str) -> None:
+        atomic_write_bytes(self.dot / WORKTREE_FILE, f"{version_id}\n".encode())
+
+    def _moved_under_us(self, current: str | None, head: str | None) -> str | None:
+        """The tree's base when the checked-out branch moved (or vanished) since this working
+        copy last synced with it, e.g. after a commit from another copy sharing the metadata."""
+        synced = self.synced()
+        if current is None or synced is None or synced == head or self.meta.get_version(synced) is None:
+            return None
+        return synced
+
     def resolve(self, ref: str) -> str:
         """The version ID a reference names (see DESIGN.md: ID, prefix, HEAD, branch, ``~N``)."""
         return resolve_ref(ref, self.meta, self.head)
@@ -418,7 +443,9 @@ class Project:
             item.spec_changed or item.state in ("added", "removed") or item.name not in committed for item in items
         )
         settings_changed = bool(head) and not explained and self._settings_changed(head)
-        report = StatusReport(branch=self.current_branch(), head=head, components=items, settings_changed=settings_changed)
+        report = StatusReport(
+            branch=self.current_branch(), head=head, components=items, settings_changed=settings_changed, synced=self.synced()
+        )
         if report.clean and head:
             from tether.project.clean import certify
 
@@ -445,6 +472,14 @@ class Project:
         head = self.head()
         target_branch = branch or current
         expected = head
+        base = self._moved_under_us(current, head)
+        if base is not None and (branch is None or branch == current):
+            moved = f"moved to {head[:12]}" if head else "was deleted"
+            raise CheckFailedError(
+                f"branch '{current}' {moved} since this working tree was at {base[:12]} (from another working copy); "
+                "nothing was recorded: commit to a new branch with --branch NAME, or update the tree with "
+                f"`tether checkout {current if head else base[:12]}`"
+            )
         if branch is not None and branch != current:
             expected = self.meta.get_branch(branch)
             if expected is not None and expected != head:
@@ -452,6 +487,7 @@ class Project:
                     f"--branch {branch}: branch is at {expected[:12]}, not at the current version; "
                     f"run `tether checkout {branch}` first"
                 )
+        head = base or head  # a new branch forks from what the tree is based on
         findings = self._check_pinning(decls)
         components = {name: snap.digest for name, snap in sorted(snapshots.items())}
         before = self.manifest(head).components if head else {}
@@ -551,6 +587,8 @@ class Project:
             self._set_head(None, record.version_id)
         elif switch_to is not None:
             self._set_head(switch_to)
+        if store_from_tree:
+            self._mark_synced(record.version_id)
         self.cache.save()
         return CommitResult(
             version_id=record.version_id,
@@ -692,6 +730,7 @@ class Project:
         if previous_branch is None and head and head != version_id and not self._reachable_by_name(head, version_id):
             left_behind = head
         self._set_head(branch, version_id)
+        self._mark_synced(version_id)
         self.reload()
         return CheckoutResult(version_id, str(self.root), written, removed, branch or version_id, left_behind)
 
@@ -982,6 +1021,8 @@ class Project:
         if on_checked_out and (base_manifest.project_file or entries):
             self._materialize(self.root, entries)
             self.reload()
+        if on_checked_out:
+            self._mark_synced(result.version_id)
         return result
 
     def _compose_project_file(self, snapshots: dict[str, Snapshot], base: Manifest) -> str | None:

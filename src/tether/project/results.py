@@ -34,6 +34,7 @@ class StatusReport:
     head: str | None
     components: list[ComponentStatus]
     settings_changed: bool = False  # tether.toml differs from the version's beyond any declaration
+    synced: str | None = None  # the version the tree was last committed from or checked out at
 
     @property
     def drifted(self) -> list[ComponentStatus]:
@@ -50,6 +51,7 @@ class StatusReport:
             "clean": self.clean,
             "components": [item.to_json() for item in self.components],
             "settings_changed": self.settings_changed,
+            "synced": self.synced,
         }
 
 
