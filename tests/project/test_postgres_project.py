@@ -109,6 +109,7 @@ def test_init_on_a_missing_database_leaves_nothing_pinned(
     error = _one_line_error(project_dir.run("init", "--db", missing, code=2).stderr)
     assert 'database "no_such_database" does not exist' in error
     assert not (project_dir.root / "tether.toml").exists()
+    assert not (project_dir.root / ".tether").exists()  # nothing makes the folder look initialized
     project_dir.run("init", "--db", pg_url)  # the corrected URL is accepted on the next try
     assert pg_url in project_dir.read("tether.toml")
 

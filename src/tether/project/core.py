@@ -209,6 +209,7 @@ class Project:
             if (store_url and store_url != existing.objects_url) or (db_url and db_url != existing.metadata_url):
                 raise UsageError(f"{PROJECT_FILE}: already initialized with other storage; edit its [storage] table instead")
         dot = root / DOT_DIR
+        made_dot = not dot.exists()
         dot.mkdir(exist_ok=True)
         atomic_write_bytes(dot / ".gitignore", b"*\n")
         if not (dot / "HEAD").exists():
@@ -218,9 +219,12 @@ class Project:
             store = open_store(project_file.objects_url, root)
             meta = open_metadata(project_file.metadata_url, root, create=True)
         except BaseException:
-            # An unreachable or mistyped --db/--store must not leave a tether.toml that pins it.
+            # An unreachable or mistyped --db/--store must not leave a tether.toml that pins it,
+            # nor a .tether/ that makes the folder look initialized.
             if wrote_project_file:
                 project_path.unlink(missing_ok=True)
+            if made_dot:
+                shutil.rmtree(dot, ignore_errors=True)
             raise
         from tether.audit.keys import create_key_at_init
 
