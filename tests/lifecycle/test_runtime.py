@@ -45,6 +45,15 @@ def test_resolve_serves_every_component_from_verified_materialized_files(deploy:
     assert tether.resolve("prod", project_dir=deploy.root) is live  # cached in process
 
 
+def test_the_live_copy_is_read_only(deploy: DeployProject) -> None:
+    import stat
+
+    v1 = _full_project(deploy)
+    live = tether.resolve(v1, project_dir=deploy.root)
+    files = [path for path in live.root.rglob("*") if path.is_file()]
+    assert files and all(not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) for path in files)
+
+
 def test_accessor_errors_name_the_component(deploy: DeployProject) -> None:
     _full_project(deploy)
     live = tether.resolve("prod", project_dir=deploy.root)

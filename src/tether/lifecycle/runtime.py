@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -416,6 +417,7 @@ class _Source:
         staging = live_root / f".staging-{uuid.uuid4().hex}"
         try:
             self.project.checkout(version_id, dest=staging)  # every object verified while copied
+            _read_only(staging)
             try:
                 os.rename(staging, folder)
             except OSError:
@@ -430,6 +432,17 @@ class _Source:
                 os.close(hold)
         self.holds.clear()
         self.project.close()
+
+
+def _read_only(folder: Path) -> None:
+    """Drop the write bits of every file of a live copy: it is served as the version, and an
+    edit in place would only make the next verification refuse it."""
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):  # a checkout writes regular files only; never follow a link
+                os.chmod(path, stat.S_IMODE(mode) & ~0o222)
 
 
 def _hold(folder: Path) -> int | None:
