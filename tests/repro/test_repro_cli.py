@@ -286,3 +286,23 @@ def test_one_case_is_counted_in_the_singular(toy_project: Callable[..., ProjectD
     shown += project.run("show", "HEAD").stdout
     assert "1 cases" not in shown, shown
     assert "1 case" in shown
+
+
+def test_an_edited_runner_is_named_as_the_first_suspect(toy_project: Callable[..., ProjectDir]) -> None:
+    """A result that changed because the runner's code changed is not "nondeterminism"."""
+    import sys
+
+    project = toy_project(toy_cases(40, 0.9, 0.0))
+    runner = "def run(version, case, seed):\n    return case['expected']\n"
+    project.write("edited_runner.py", runner)
+    try:
+        first = run_json(project, "eval", "run", "HEAD", "--runner", "edited_runner:run", "--seed", "3")
+        assert first["summary"]["runner_code"]
+        project.write("edited_runner.py", runner.replace("return case['expected']", "return case['expected'] + '!'"))
+        sys.modules.pop("edited_runner", None)  # a new process would import the edited file
+        report = run_json(project, "repro", "check", "HEAD", "--baseline", first["run_id"], code=1)
+    finally:
+        sys.modules.pop("edited_runner", None)
+    assert report["environment_differences"][0]["cause"] == "runner code"
+    assert "its source file changed" in report["environment_differences"][0]["line"]
+    assert report["fixed_environment"]["reason"] == "the runner's source file changed between the runs"

@@ -159,6 +159,9 @@ def _fixed_environment(run_a: EvalRun, run_b: EvalRun, bitwise: dict[str, Any]) 
     elif run_a.summary.get("runner") != run_b.summary.get("runner"):
         result["status"] = NOT_APPLICABLE
         result["reason"] = "the runs used different runners"
+    elif _runner_code_changed(run_a, run_b):
+        result["status"] = NOT_APPLICABLE
+        result["reason"] = "the runner's source file changed between the runs"
     elif not same_env:
         result["status"] = NOT_APPLICABLE
         result["reason"] = f"the environments differ (fingerprint {str(fp_a)[:12]} vs {str(fp_b)[:12]})"
@@ -174,6 +177,12 @@ def _fixed_environment(run_a: EvalRun, run_b: EvalRun, bitwise: dict[str, Any]) 
         result["reason"] = (f"same environment fingerprint and seeds, yet {differing} case(s) differ: the runner is "
                             "nondeterministic beyond its seeds (unseeded sampling, GPU kernels, a hosted model)")
     return result
+
+
+def _runner_code_changed(run_a: EvalRun, run_b: EvalRun) -> bool:
+    """Both runs recorded their runner's source digest, and it differs."""
+    code_a, code_b = run_a.summary.get("runner_code"), run_b.summary.get("runner_code")
+    return code_a is not None and code_b is not None and code_a != code_b
 
 
 def _seed_differences(run_a: EvalRun, run_b: EvalRun) -> list[dict[str, Any]]:
@@ -234,6 +243,11 @@ def compare_runs(run_a: EvalRun, run_b: EvalRun, margin: float = DEFAULT_MARGIN,
         if run.summary.get("errors"):
             notes.append(f"run {label} ({run.run_id[:12]}) has {run.summary['errors']} failed call(s), scored 0")
     environment = ranked_differences(run_a.environment, run_b.environment)
+    if _runner_code_changed(run_a, run_b):  # the first suspect: the code that produced the outputs
+        runner = run_b.summary.get("runner")
+        environment.insert(0, {"cause": "runner code", "line": f"runner {runner}: its source file changed "
+                               f"({str(run_a.summary['runner_code'])[:12]} -> {str(run_b.summary['runner_code'])[:12]})",
+                               "detail": {"a": run_a.summary["runner_code"], "b": run_b.summary["runner_code"]}})
     extra = _seed_differences(run_a, run_b)
     position = next((i for i, item in enumerate(environment) if item["cause"] not in ("inference library", "accelerator")),
                     len(environment))

@@ -246,6 +246,7 @@ def run_eval(
         "errored_cases": sum(1 for rs in per_case if any(r["error"] for r in rs)),
         "mean_score": sum(case_means) / len(case_means),
         "runner": runner_spec,
+        "runner_code": runner_code_digest(function),
         "scorer": scorer_name,
         "scorer_options": scorer_impl.options(),
         "seed": run_seed,
@@ -330,6 +331,20 @@ def _verify_view(root: Path, expected: dict[str, str], version_id: str) -> None:
                     f"version {version_id[:12]}: {rel}: the runner added a file to the read-only view of the version; "
                     "run not stored"
                 )
+
+
+def runner_code_digest(function: Callable[..., Any]) -> str | None:
+    """BLAKE3 of the source file that defines the runner (None when it has none, e.g. a
+    builtin): an edited runner explains a changed result better than nondeterminism does."""
+    import inspect
+
+    from tether.ids import digest_file
+
+    try:
+        source = inspect.getsourcefile(inspect.unwrap(function))
+        return digest_file(source)[0] if source else None
+    except (TypeError, OSError):
+        return None
 
 
 def _runner_parallel(function: Callable[..., Any]) -> int:
