@@ -324,3 +324,20 @@ def test_compose_writes_a_file_that_already_holds_the_bytes(project_dir: Project
     project_dir.write("b.txt", "other\n")  # the same bytes: nothing is lost
     project_dir.run("compose", "side", "--take", "b=main", "-m", "x")
     assert json.loads(project_dir.run("status", "--json").stdout)["clean"]
+
+
+def test_compose_leaves_the_tree_exactly_at_the_new_version(project_dir: ProjectDir) -> None:
+    """A component taken from a version with fewer files: the extra file goes, as in checkout."""
+    project_dir.write("docs/a.md", "a\n")
+    project_dir.write("docs/b.md", "b\n")
+    project_dir.run("init")
+    project_dir.run("add", "files", "docs", "docs/")
+    project_dir.run("commit", "-m", "two docs")
+    (project_dir.root / "docs" / "b.md").unlink()
+    one = project_dir.run("commit", "-m", "one doc").stdout.strip()
+    project_dir.write("docs/b.md", "b, again\n")
+    project_dir.run("commit", "-m", "two docs again")
+    project_dir.run("compose", "HEAD", "--take", f"docs={one}", "-m", "back to one doc")
+    assert not (project_dir.root / "docs" / "b.md").exists()
+    assert project_dir.read("docs/a.md") == "a\n"
+    assert json.loads(project_dir.run("status", "--json").stdout)["clean"]

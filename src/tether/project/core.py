@@ -997,20 +997,24 @@ class Project:
                 raise DriftError(f"compose: uncommitted changes in {', '.join(sorted(drift & set(changed)))}; commit them first")
         project_file_digest = self._compose_project_file(snapshots, base_manifest)
         entries: dict[str, FileEntry] = {}
+        stale: set[str] = set()
         if on_checked_out:
-            entries = {entry.path: entry for name in changed for entry in snapshots[name].files}
-            if (base_manifest.project_file or entries) and project_file_digest:
+            # The tree becomes the new version, as after a checkout of it: every file it records
+            # (those already in place are left alone) and none of the current version's others.
+            entries = {entry.path: entry for snap in snapshots.values() for entry in snap.files}
+            if project_file_digest:
                 entries[PROJECT_FILE] = FileEntry(PROJECT_FILE, project_file_digest, 0)
+            current: dict[str, FileEntry] = {}
+            head = self.head()
+            if head:
+                for snap in self.version_snapshots(head).values():
+                    current.update((entry.path, entry) for entry in snap.files)
+                head_file = self.manifest(head).project_file
+                if head_file:
+                    current.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, head_file, 0))
+            stale = set(current) - set(entries)
             if not force:  # refuse before anything is recorded or written, as checkout does
-                current: dict[str, FileEntry] = {}
-                head = self.head()
-                if head:
-                    for snap in self.version_snapshots(head).values():
-                        current.update((entry.path, entry) for entry in snap.files)
-                    head_file = self.manifest(head).project_file
-                    if head_file:
-                        current.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, head_file, 0))
-                self._refuse_overwrites(entries, set(), current, verb="compose")
+                self._refuse_overwrites(entries, stale, current, verb="compose")
         result = self._record_version(
             snapshots=snapshots,
             parents=parents,
@@ -1022,10 +1026,14 @@ class Project:
             store_from_tree=False,
             project_file_digest=project_file_digest,
         )
-        if on_checked_out and (base_manifest.project_file or entries):
-            self._materialize(self.root, entries)
-            self.reload()
         if on_checked_out:
+            stale_folders = [(self.root / rel).parent for rel in stale if is_posix_relative(rel)]
+            self._materialize(self.root, entries, clean_folders=stale_folders)
+            for rel in sorted(stale):
+                path = self.root / rel
+                if is_posix_relative(rel) and path.is_file():
+                    path.unlink()
+            self.reload()
             self._mark_synced(result.version_id)
         return result
 
