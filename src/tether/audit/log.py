@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import datetime as _dt
 import functools
 import inspect
@@ -39,7 +40,14 @@ from typing import IO, Any, TypeVar
 
 from tether.audit.config import AuditSettings, resolve_settings
 from tether.audit.keys import ensure_signing_key, key_paths, load_signer, load_verifier
-from tether.audit.merkle import CompactRange, ProofError, consistency_proof, inclusion_proof, verify_consistency
+from tether.audit.merkle import (
+    CompactRange,
+    ProofError,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+)
 from tether.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, sign_note
 from tether.audit.records import (
     PURGE,
@@ -56,7 +64,8 @@ from tether.audit.records import (
     utc_now,
 )
 from tether.audit.store import AuditDataError, AuditStore, CheckpointRow, LeafRow, SQLiteAuditStore
-from tether.audit.tree import TreeView, extend_nodes, frontier, recomputed_leaf_hashes
+from tether.audit.tree import PathView, TreeView, extend_nodes, frontier, recomputed_leaf_hashes
+from tether.audit.verified import load_state
 from tether.errors import CheckFailedError, ReferenceNotFoundError, UsageError, VerificationError
 
 AUDIT_DB = "audit.db"
@@ -66,6 +75,33 @@ _MISSING: Any = object()
 
 class AuditWriteError(CheckFailedError):
     """Records could not be made durable (the database refused the write)."""
+
+
+# What AuditLog.query found when it checked a record (Record.proof)
+PROOF_OK = "ok"  # its leaf hash, and its audit path to the latest signed checkpoint's root, verify
+PROOF_NEW = "new"  # appended after the latest signed checkpoint: its leaf hash verifies (all there is to check)
+PROOF_TAMPERED = "tampered"  # a check failed (Record.proof_problem says which)
+MAX_NAMED = 3  # tampered records named in the error line
+
+
+class TamperedRecordsError(VerificationError):
+    """:meth:`AuditLog.query` found records that fail their check. ``records`` holds every record
+    the query found, each marked in ``proof``; ``tampered`` those that failed."""
+
+    def __init__(self, message: str, records: list[Record]):
+        super().__init__(message)
+        self.records = records
+        self.tampered = [record for record in records if record.proof == PROOF_TAMPERED]
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """What one query checks its records against."""
+
+    size: int  # the latest signed checkpoint's tree size (0: none)
+    root: bytes  # its root, from the signed note
+    problem: str | None  # why no record can be vouched for (the checkpoint does not verify)
+    verified: int  # the size `audit verify` remembers verifying (0: none)
 
 
 def _duration(seconds: float) -> str:
@@ -336,6 +372,7 @@ class AuditLog:
         self._meta_lock = threading.Lock()
         self._check_versions = check_versions and metadata_url is not None
         self._known_versions: set[str] = set()
+        self._verified_notes: dict[str, Checkpoint] = {}  # the latest checkpoint note verified by query
         self._version_info: dict[str, dict[str, Any]] = {}
         self.sinks: list[Callable[[Record], None]] = []
         # group commit: one committer thread per log and process
@@ -1011,15 +1048,6 @@ class AuditLog:
         except ValueError as exc:
             raise AuditDataError(f"leaf {row.index}: {exc}; run `tether audit verify`", row.index) from exc
 
-    def _records(self, rows: list[LeafRow]) -> list[Record]:
-        records = []
-        for row in rows:
-            record = self._record(row)
-            if record.type == PURGE:
-                continue
-            records.append(record)
-        return records
-
     def query(
         self,
         request_id: str | None = None,
@@ -1029,17 +1057,108 @@ class AuditLog:
         end: _dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        """Records by request ID, or matching subject / version / time range (end exclusive)."""
+        """Records by request ID, or matching subject / version / time range (end exclusive),
+        each checked before it is returned (see :meth:`_check`). When one fails, raises
+        :class:`TamperedRecordsError` naming it and holding every record found, each marked."""
         if request_id is not None:
-            return self._records(self.store.leaves_by_request(request_id))
-        rows = self.store.find(
-            subject=subject,
-            version_id=version_id,
-            start_time=format_time(start) if start else None,
-            end_time=format_time(end) if end else None,
-            limit=limit,
-        )
-        return self._records(rows)
+            rows = self.store.leaves_by_request(request_id)
+        else:
+            rows = self.store.find(
+                subject=subject,
+                version_id=version_id,
+                start_time=format_time(start) if start else None,
+                end_time=format_time(end) if end else None,
+                limit=limit,
+            )
+        records = self._check(rows)
+        tampered = [record for record in records if record.proof == PROOF_TAMPERED]
+        if tampered:
+            named = "; ".join(f"leaf {record.index}: {record.proof_problem}" for record in tampered[:MAX_NAMED])
+            more = f"; and {len(tampered) - MAX_NAMED} more" if len(tampered) > MAX_NAMED else ""
+            what = "1 record" if len(records) == 1 else f"{len(tampered)} of the {len(records)} records"
+            raise TamperedRecordsError(
+                f"audit query: {what} shown failed the check ({named}{more}); "
+                "run `tether audit verify --full` to check every record", records)
+        return records
+
+    def _check(self, rows: list[LeafRow]) -> list[Record]:
+        """The records of ``rows`` (purge records left out), each checked at the point of use and
+        marked in ``proof``, at O(log n) per record rather than the whole log:
+
+        * its leaf hash is recomputed from the stored record bytes and must equal the stored one,
+          the record must sit at the leaf it was written for, and the query columns it was found
+          by must agree with it;
+        * a record inside the latest signed checkpoint must also be included in that checkpoint's
+          signed root: an RFC 9162 audit path (as ``prove`` builds it, from the stored tree
+          nodes) from the recomputed leaf hash; records of a block whose path already proved
+          need only their hash at their place in it (:class:`PathView`). The checkpoint's
+          signature is verified once per query (a note verified before in this process is not
+          verified again), and a checkpoint of the size ``audit verify`` remembers must have the
+          root it remembers;
+        * a record after it is ``new``: nothing signed covers it yet. Unless ``audit verify``
+          remembers verifying a checkpoint that covered it: then checkpoints were removed.
+
+        A row or record that is not what tether writes raises :class:`AuditDataError`, as before.
+        """
+        found = []
+        for row in rows:
+            record = self._record(row)
+            if record.type != PURGE:
+                found.append((row, record))
+        if not found:
+            return []
+        anchor = self._anchor()
+        view: PathView | None = None
+        records = []
+        for row, record in found:
+            hashed = leaf_hash(row.leaf)
+            problem = None
+            if hashed != row.leaf_hash:
+                problem = "the record no longer hashes to its stored leaf hash: it was changed after it was written"
+            elif record.index != row.index:
+                problem = f"the record written as leaf {record.index} sits at leaf {row.index}: records were moved, inserted or deleted"
+            elif (row.request_id, row.subject, row.time, row.version_id or "") != (
+                    record.request_id, record.subject, record.time, record.version_id):
+                problem = "its query columns (request, subject, time, version) disagree with the record: changed"
+            elif anchor.problem is not None:
+                problem = anchor.problem
+            elif row.index < anchor.size:
+                if view is None:
+                    view = PathView(self.store, anchor.size, anchor.root)
+                try:
+                    view.check_inclusion(row.index, hashed)
+                except ProofError:
+                    problem = (f"its audit path does not lead to the root of the signed checkpoint of size {anchor.size}: "
+                               "the record was rewritten with its leaf hash, or leaf hashes or tree nodes stored on its path were changed")
+                except VerificationError as exc:  # AuditDataError too: a leaf or node on the path holds what tether never writes
+                    problem = f"its audit path to the signed checkpoint of size {anchor.size} cannot be built: {exc}"
+            elif row.index < anchor.verified:
+                problem = (f"`tether audit verify` verified a signed checkpoint of size {anchor.verified} covering it, but the "
+                           f"log's latest signed checkpoint has size {anchor.size}: checkpoints were removed")
+            status = PROOF_TAMPERED if problem else (PROOF_OK if row.index < anchor.size else PROOF_NEW)
+            records.append(dataclasses.replace(record, proof=status, proof_problem=problem))
+        return records
+
+    def _anchor(self) -> _Anchor:
+        """The latest signed checkpoint, its signature verified (once per note and process: a
+        note is immutable text, so one that verified keeps verifying), and what ``audit verify``
+        remembers (:mod:`tether.audit.verified`, kept outside the database)."""
+        state, _ = load_state(self.dot, self.origin)
+        verified = state.size if state is not None else 0
+        latest = self.store.latest_checkpoint()  # a damaged row raises AuditDataError, naming it
+        if latest is None:
+            return _Anchor(0, b"", None, verified)
+        checkpoint = self._verified_notes.get(latest.note)
+        if checkpoint is None:
+            try:
+                checkpoint = open_checkpoint(latest.note, self.verifier(), self.origin)
+            except NoteError as exc:
+                return _Anchor(latest.size, b"", f"the latest signed checkpoint (size {latest.size}) does not verify: {exc}", verified)
+            self._verified_notes = {latest.note: checkpoint}
+        if state is not None and state.size == checkpoint.size and state.root != checkpoint.root:
+            return _Anchor(checkpoint.size, checkpoint.root, f"the latest signed checkpoint (size {checkpoint.size}) has another root "
+                           "than the one `tether audit verify` verified: the log was rewritten and re-signed", verified)
+        return _Anchor(checkpoint.size, checkpoint.root, None, verified)
 
     def payloads(self, index: int) -> dict[str, Any]:
         """The kept content of a record's input/output, or how it was erased."""

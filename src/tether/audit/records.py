@@ -17,7 +17,7 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import UsageError
@@ -311,6 +311,11 @@ class Record:
     error_type: str | None
     attributes: dict[str, Any]
     prev: str = FIRST_PREV
+    # Set by AuditLog.query, which checks every record it returns: "ok" (its leaf hash and its
+    # inclusion in the latest signed checkpoint verify), "new" (after that checkpoint: its leaf
+    # hash only) or "tampered" (``proof_problem`` says why). None where nothing was checked.
+    proof: str | None = field(default=None, compare=False)
+    proof_problem: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_leaf(cls, leaf: bytes) -> Record:
@@ -372,4 +377,5 @@ class Record:
             "status": self.status,
             "error_type": self.error_type,
             "attributes": self.attributes,
+            **({"proof": self.proof, "proof_problem": self.proof_problem} if self.proof is not None else {}),
         }

@@ -121,12 +121,16 @@ def _print_records(records: list[Any]) -> None:
         typer.echo("no records")
         return
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("leaf", "time (UTC)", "request", "subject", "alias", "version", "status", "latency"):
-        table.add_column(column, no_wrap=column in ("leaf", "time (UTC)", "version", "latency"), justify="right" if column == "leaf" else "left")
+    for column in ("leaf", "time (UTC)", "request", "subject", "alias", "version", "status", "latency", "proof"):
+        table.add_column(column, no_wrap=column in ("leaf", "time (UTC)", "version", "latency", "proof"),
+                         justify="right" if column == "leaf" else "left")
+    # proof: ok (leaf hash and inclusion in the latest signed checkpoint verified), new (after that
+    # checkpoint: leaf hash only), TAMPERED (the error line after the table says why)
+    proofs = {"ok": "ok", "new": "new", "tampered": "[bold red]TAMPERED[/bold red]"}
     for record in records:
         status = record.status if record.status == "ok" else f"error: {record.error_type}"
         table.add_row(str(record.index), record.time, escape(record.request_id), escape(record.subject or "-"), escape(record.alias),
-                      record.version_id[:12], escape(status), f"{record.latency_ms:.1f} ms")
+                      record.version_id[:12], escape(status), f"{record.latency_ms:.1f} ms", proofs.get(record.proof or "", "-"))
     console().print(table)
 
 
@@ -154,8 +158,12 @@ def query(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Which version decided a request: by request ID, subject and day, time range or version."""
+    """Which version decided a request: by request ID, subject and day, time range or version.
+
+    Every record shown is checked first (its leaf hash; its inclusion in the latest signed
+    checkpoint): a record that fails is flagged TAMPERED, and the command exits 1 naming it."""
     with handled(as_json):
+        from tether.audit.log import TamperedRecordsError
         from tether.errors import UsageError
 
         if request is None and subject is None and version is None and at is None and from_ is None and to is None:
@@ -182,6 +190,7 @@ def query(
 
             with Project.open(_directory(ctx)) as project:
                 version_id = project.resolve(version)
+        failed: TamperedRecordsError | None = None
         try:
             log = _open(ctx)
         except UsageError as exc:
@@ -190,8 +199,13 @@ def query(
             records: list[Any] = []
         else:
             with log:
-                records = log.query(request_id=request, subject=subject, version_id=version_id, start=start, end=end, limit=limit)
-        versions = sorted({record.version_id for record in records}, key=[r.version_id for r in records].index)
+                try:
+                    records = log.query(request_id=request, subject=subject, version_id=version_id, start=start, end=end, limit=limit)
+                except TamperedRecordsError as exc:  # shown, flagged, then named on stderr (exit 1)
+                    records, failed = exc.records, exc
+        # the versions to expand: not those only a record that failed its check names (it may name any)
+        trusted = [record.version_id for record in records if record.proof != "tampered"]
+        versions = sorted(set(trusted), key=trusted.index)
         shown = _expand(ctx, versions) if expand and versions else {}
         if as_json:
             data: dict[str, Any] = {"records": [record.to_json() for record in records]}
@@ -200,15 +214,20 @@ def query(
                     vid: {**info.to_json(), "snapshots": {n: s.to_json() for n, s in snaps.items()}, "environment_capture": env}
                     for vid, (info, snaps, env) in shown.items()
                 }
+            if failed is not None:
+                data.update({"error": str(failed), "exit_code": 1})
             emit_json(data)
-            return
-        _print_records(records)
-        if shown:
-            from tether.cli.render import render_show
+        else:
+            _print_records(records)
+            if shown:
+                from tether.cli.render import render_show
 
-            for info, snapshots, environment in shown.values():
-                typer.echo("")
-                render_show(info, snapshots, environment)
+                for info, snapshots, environment in shown.values():
+                    typer.echo("")
+                    render_show(info, snapshots, environment)
+        if failed is not None:
+            sys.stderr.write(f"tether: error: {failed}\n")
+            raise typer.Exit(1)
 
 
 @audit_app.command()
