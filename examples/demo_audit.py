@@ -73,8 +73,8 @@ def run_story(root: Path, run: Callable[..., str]) -> None:
     run("audit", "verify", "--against", str(exported))
 
     print("\n# Someone edits a record in the database. The routine `audit verify` checks what was appended")
-    print("# since the last verified checkpoint, so it does not re-read old records; the periodic")
-    print("# `audit verify --full` re-hashes every record and names the one that changed")
+    print("# since the last verified checkpoint, so it does not re-read old records; a query proves every")
+    print("# record it shows against the signed checkpoint, and `audit verify --full` re-hashes them all")
     database = root / ".tether" / "audit.db"
     conn = sqlite3.connect(database)
     try:
@@ -83,6 +83,8 @@ def run_story(root: Path, run: Callable[..., str]) -> None:
                      (original.replace(b"customer-7", b"customer-8"),))
         conn.commit()
         run("audit", "verify", check=False)
+        if "TAMPERED" not in run("audit", "query", "--request", "req-1002", check=False):
+            raise SystemExit("demo: `tether audit query` did not flag the edited record")
         report = json.loads(run("audit", "verify", "--full", "--json", check=False))
         if report.get("ok", True):
             raise SystemExit("demo: `tether audit verify --full` did not name the edited record")
