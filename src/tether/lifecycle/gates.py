@@ -183,13 +183,22 @@ def gate_valid(ctx: GateContext) -> GateResult:
     return GateResult("valid", PASSED, detail, evidence={"objects": count})
 
 
-def gate_pinned(ctx: GateContext) -> GateResult:
-    """``standard``/``regulated``: no floating model identity on a production alias."""
+def _model_gate_skipped(ctx: GateContext, gate: str, what: str) -> GateResult | None:
+    """Why a model-identity gate does not apply here (a tier without it, a non-production
+    alias), or None when it does."""
     if not ctx.policy.requires_pinned_models:
-        return GateResult("pinned-models", SKIPPED, f"tier '{ctx.policy.tier}' does not require pinned models")
+        return GateResult(gate, SKIPPED, f"tier '{ctx.policy.tier}' does not {what}")
     if ctx.alias not in ctx.policy.production_aliases:
         shown = ", ".join(ctx.policy.production_aliases)
-        return GateResult("pinned-models", SKIPPED, f"'{ctx.alias}' is not a production alias ({shown})")
+        return GateResult(gate, SKIPPED, f"'{ctx.alias}' is not a production alias ({shown})")
+    return None
+
+
+def gate_pinned(ctx: GateContext) -> GateResult:
+    """``standard``/``regulated``: no floating model identity on a production alias."""
+    skipped = _model_gate_skipped(ctx, "pinned-models", "require pinned models")
+    if skipped is not None:
+        return skipped
     from tether.components import get_kind
 
     floating: list[str] = []
@@ -213,11 +222,9 @@ def gate_pinned(ctx: GateContext) -> GateResult:
 def gate_retired(ctx: GateContext) -> GateResult:
     """``standard``/``regulated``: no hosted model known to be retired on a production alias
     (its provider no longer serves it: every request would fail)."""
-    if not ctx.policy.requires_pinned_models:
-        return GateResult("retired-models", SKIPPED, f"tier '{ctx.policy.tier}' does not check model retirement")
-    if ctx.alias not in ctx.policy.production_aliases:
-        shown = ", ".join(ctx.policy.production_aliases)
-        return GateResult("retired-models", SKIPPED, f"'{ctx.alias}' is not a production alias ({shown})")
+    skipped = _model_gate_skipped(ctx, "retired-models", "check model retirement")
+    if skipped is not None:
+        return skipped
     from tether.lifecycle.reversibility import model_identity, retired_identities
 
     snapshots = ctx.project.version_snapshots(ctx.candidate)
