@@ -146,6 +146,10 @@ def test_same_key_twice_after_stringifying_is_an_error(tree: KindTree) -> None:
         ("config/inf.json", '{"a": [1, Infinity]}', r"^config/inf\.json: a\[1\]: infinity is not allowed"),
         ("config/bin.yaml", "blob: !!binary aGVsbG8=\n", r"^config/bin\.yaml: blob: a bytes value has no JSON form"),
         ("config/latin.yaml", b"a: \xe9\n", r"^config/latin\.yaml: not UTF-8 text"),
+        ("config/twice.yaml", "x: 1\ny:\n  z: 2\nx: 3\n",
+         r"^config/twice\.yaml: line 4, column 1: could not parse YAML: found duplicate key 'x'"),
+        ("config/nested.yaml", "a:\n  b: 1\n  b: 2\n", r"^config/nested\.yaml: line 3, column 3: .*duplicate key 'b'"),
+        ("config/twice.json", '{"a": 1, "b": {"c": 1}, "a": 2}', r"^config/twice\.json: could not parse JSON: duplicate key 'a'"),
     ],
 )
 def test_bad_content(tree: KindTree, rel: str, content: str | bytes, message: str) -> None:
@@ -315,3 +319,10 @@ def test_yaml_and_json_give_the_same_canonical_value(value: dict[str, Any]) -> N
     from_yaml = parse_config(yaml.safe_dump(_reorder(value), sort_keys=False).encode(), "c.yaml", "yaml")
     from_json = parse_config(json.dumps(value).encode(), "c.json", "json")
     assert canonical_json(from_yaml) == canonical_json(from_json)
+
+
+def test_yaml_merge_keys_may_be_overridden(tree: KindTree) -> None:
+    """``<<`` brings defaults in; a key of the mapping itself overriding one is no duplicate."""
+    tree.write("c.yaml", "base: &base\n  temperature: 0.2\n  top_p: 1\nprod:\n  <<: *base\n  temperature: 0.7\n")
+    value = tree.snapshot("config", {"path": "c.yaml"}).meta["value"]
+    assert value["prod"] == {"temperature": 0.7, "top_p": 1}

@@ -9,6 +9,7 @@ values key path by key path and says when only the formatting changed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -61,11 +62,55 @@ def detect_format(component: str, path: str, declared: str | None) -> str:
 
 # ---- parsing -----------------------------------------------------------------------------
 
+@functools.cache
+def _strict_yaml_loader() -> type:
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML forbids it; PyYAML
+    would keep the last value silently). Keys brought in by a ``<<`` merge may be overridden."""
+    import yaml
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        duplicate = key in seen
+                    except TypeError:  # an unhashable key: the base loader names it
+                        continue
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found duplicate key {key!r} (the last value would silently win)", key_node.start_mark,
+                        )
+                    seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictSafeLoader
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
 def _parse_yaml(text: str, rel_path: str) -> Any:
     import yaml  # imported here: only config components of YAML format need it
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_yaml_loader())  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -80,7 +125,11 @@ def _parse_yaml(text: str, rel_path: str) -> Any:
 
 def _parse_json(text: str, rel_path: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except _DuplicateKeyError as exc:
+        raise ComponentError(
+            f"{rel_path}: could not parse JSON: duplicate key {exc.key!r} in an object (the last value would silently win)"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ComponentError(
             f"{rel_path}: line {exc.lineno}, column {exc.colno}: could not parse JSON: {exc.msg}"
