@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import errno
-import json
-import struct
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.components.model_helpers import write_tensors
 from tether.store import StoreHint
 from tether.store.local import LocalObjectStore, _DirectWriter
 
@@ -18,18 +17,7 @@ from tether.store.local import LocalObjectStore, _DirectWriter
 def _checkpoint(path: Path, scale: float = 1.0, count: int = 6) -> Path:
     rng = np.random.default_rng(0)
     tensors = {f"layer.{i}.weight": (rng.standard_normal((1024, 1024)) * 0.05 * scale).astype("<f2") for i in range(count)}
-    header: dict[str, object] = {}
-    offset = 0
-    for name, value in tensors.items():
-        header[name] = {"dtype": "F16", "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
-        offset += value.nbytes
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(raw)) + raw)
-        for value in tensors.values():
-            handle.write(value.tobytes())
-    return path
+    return write_tensors(path, tensors)
 
 
 def _assembly_threads() -> list[threading.Thread]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 #: Every temporary file tether creates beside a file it writes ends in this suffix: a staging
 #: file ``.NAME.tether-tmp`` (one per target, see :func:`staging_path`) or an atomic write's
-#: ``.NAME.XXXXXXXX.tether-tmp``. Snapshots never record such names, and checkout and gc remove
+#: ``.NAME.<random>.tether-tmp``. Snapshots never record such names, and checkout and gc remove
 #: the ones a killed process left behind.
 TEMPORARY_SUFFIX = ".tether-tmp"
 _TEMPORARY_NAME = re.compile(
