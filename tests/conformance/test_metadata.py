@@ -213,6 +213,43 @@ def test_put_version_with_stale_branch_writes_nothing(meta: MetadataRepository) 
     assert meta.get_branch("main") == v2.version_id
 
 
+# -- forks ----------------------------------------------------------------------------------------
+
+
+def test_forgetting_inherited_connections_keeps_them_open_and_reads_through_new_ones(meta: MetadataRepository) -> None:
+    """What a forked child does first (``os.register_at_fork``): the parent's handles are kept,
+    open and unused, and every read goes through a connection of the child's own."""
+    from tether.meta.base import INHERITED_HANDLES
+
+    record = commit(meta, "v1", branch="main")
+    assert meta.get_branch("main") == record.version_id  # a connection is open and pooled now
+    kept = len(INHERITED_HANDLES)
+    meta.forget_inherited_connections()
+    assert len(INHERITED_HANDLES) == kept + 1
+    inherited = INHERITED_HANDLES[-1]
+    assert meta.get_branch("main") == record.version_id
+    assert meta.get_version(record.version_id) is not None
+    if hasattr(inherited, "status"):  # a SQLAlchemy pool: its connections were never closed
+        assert inherited.checkedin() >= 1
+
+
+def test_the_read_only_reader_forgets_its_inherited_connection_too(tmp_path: Path) -> None:
+    from tether.meta.base import INHERITED_HANDLES
+    from tether.meta.sqlite_reader import SqliteReader
+
+    path = tmp_path / "meta.db"
+    writer = open_metadata(f"sqlite:///{path}", tmp_path, create=True)
+    record = commit(writer, "v1", branch="main")
+    writer.close()
+    reader = SqliteReader(path)
+    old = reader._db
+    reader.forget_inherited_connections()
+    assert INHERITED_HANDLES[-1] is old and reader._db is not old
+    assert old.execute("SELECT 1").fetchone() == (1,)  # still open: the parent's to use and close
+    assert reader.get_branch("main") == record.version_id
+    reader.close()
+
+
 # -- lifecycle ------------------------------------------------------------------------------------
 
 

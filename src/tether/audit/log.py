@@ -701,6 +701,9 @@ class AuditLog:
             if self._closed:
                 raise UsageError(f"{self.path}: the audit log is closed")
             if self._pid != os.getpid():  # forked: the parent's thread and connection are not ours
+                from tether.meta.base import INHERITED_HANDLES
+
+                INHERITED_HANDLES.append(self.store)  # the parent's: never closed from here
                 self.store = SQLiteAuditStore(self.path, create=False)
                 self._start_committer()
             self._queue.put(item)
@@ -709,6 +712,15 @@ class AuditLog:
             self._gate_need = 0
             with contextlib.suppress(RuntimeError):  # another writer opened it first
                 self._gate.release()
+
+    def _after_fork_in_child(self) -> None:
+        """Fresh locks (another thread may have held one at the fork) and the parent's database
+        connections left alone: the first record in the child starts its own committer and
+        connection (see ``_put``); queued records stay the parent's to write."""
+        self._lock = threading.Lock()
+        self._meta_lock = threading.Lock()
+        if self._meta is not None:
+            self._meta.forget_inherited_connections()
 
     def _start_committer(self) -> None:
         self._writers: dict[int, float] = {}  # writer thread -> when its last record was committed
@@ -860,7 +872,8 @@ class AuditLog:
                 marker.waiter.acquire(timeout=120)
                 self._committer.join(timeout=10)
         finally:
-            self.store.close()
+            if self._pid == os.getpid():  # a forked child that wrote nothing has only the parent's
+                self.store.close()
             if self._meta is not None:
                 self._meta.close()
         if marker.error is not None:
@@ -1331,6 +1344,17 @@ class _OpenLogs:
 
 
 _OPEN = _OpenLogs()
+
+
+def _after_fork_in_child() -> None:
+    _Registry.lock = threading.Lock()
+    _OPEN.lock = threading.Lock()
+    for log in list(_Registry.logs):
+        log._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open_log(project_dir: str | os.PathLike[str] = ".") -> AuditLog:

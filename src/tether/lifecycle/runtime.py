@@ -552,10 +552,25 @@ def _refresh(
     return live
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (a pre-fork server's worker) keeps what the parent resolved and verified,
+    with fresh locks (another thread may have held one at the fork) and database connections
+    of its own: the parent's are left open and untouched. The live copies stay locked against
+    gc through the descriptors the child inherited."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    for source in _SOURCES.values():
+        source.lock = threading.Lock()
+        source.project.forget_inherited_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def clear_cache() -> None:
-    """Forget every resolved version and close the projects: in tests, and in a process that
-    forked after ``resolve`` (call it in the child before resolving again: the parent's database
-    connections and live-folder locks must not be shared)."""
+    """Forget every resolved version and close the projects (tests; a process that wants to
+    drop what it resolved). A forked child needs no call: see :func:`_after_fork_in_child`."""
     with _LOCK:
         _CACHE.clear()
         _OUTAGES.clear()

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from tether.errors import TetherError
 
+#: Database handles a forked child inherited and must neither use nor close (see
+#: :meth:`MetadataRepository.forget_inherited_connections`): held here for the process's life.
+INHERITED_HANDLES: list[object] = []
+
 
 class MetadataError(TetherError):
     """Base class for metadata failures (an unreachable or unreadable database: exit 2)."""
@@ -98,3 +102,14 @@ class MetadataRepository(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    @abstractmethod
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: stop using the connections inherited from the parent, without
+        closing them, and open new ones when next needed.
+
+        The parent still uses them: two processes on one PostgreSQL socket interleave their
+        messages, and closing it from the child would end the parent's session (SQLite forbids
+        using a connection across ``fork`` at all). Inherited handles are kept referenced, so
+        garbage collection never closes them either.
+        """

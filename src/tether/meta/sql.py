@@ -51,7 +51,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from tether.ids import is_digest
-from tether.meta.base import BranchConflictError, MetadataError, MetadataRepository, VersionRecord
+from tether.meta.base import (
+    INHERITED_HANDLES,
+    BranchConflictError,
+    MetadataError,
+    MetadataRepository,
+    VersionRecord,
+)
 
 #: Every migration revision, oldest first; the last one is the schema this code reads and writes.
 SCHEMA_REVISIONS: tuple[str, ...] = ("0001", "0002")
@@ -577,6 +583,10 @@ class SqlMetadataRepository(MetadataRepository):
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def forget_inherited_connections(self) -> None:
+        INHERITED_HANDLES.append(self._engine.pool)  # its connections stay open, for the parent
+        self._engine.dispose(close=False)  # SQLAlchemy's recipe for a forked child: a fresh pool
 
     def __repr__(self) -> str:
         return f"SqlMetadataRepository({self._shown!r})"

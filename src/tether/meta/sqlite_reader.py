@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from tether.meta.base import MetadataError, MetadataRepository, VersionRecord
+from tether.meta.base import INHERITED_HANDLES, MetadataError, MetadataRepository, VersionRecord
 
 #: the schema table the SQLAlchemy repository keeps (see tether.meta.sql.VERSION_TABLE)
 _SCHEMA_TABLE = "tether_schema_version"
@@ -126,3 +126,8 @@ class SqliteReader(MetadataRepository):
 
     def close(self) -> None:
         self._db.close()
+
+    def forget_inherited_connections(self) -> None:
+        INHERITED_HANDLES.append(self._db)
+        self._db = sqlite3.connect(f"file:{self._path}?mode=rw", uri=True, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA query_only = ON")

@@ -258,6 +258,11 @@ class Project:
         if self._meta is not None:
             self._meta.close()
 
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: leave the parent's database connections alone and open new ones."""
+        if self._meta is not None:
+            self._meta.forget_inherited_connections()
+
     def __enter__(self) -> Project:
         return self
 
