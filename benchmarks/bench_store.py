@@ -8,10 +8,11 @@ re-save, new mtime and inode); ``partial`` (the last two layers changed); ``full
 perturbed by about 1%); ``reordered`` (the same tensors in another order, every offset moved);
 ``lora`` (base plus a ~20 MB adapter file). Each tool versions the sequence in a fresh folder;
 the file changes are staged before the clock starts, so only the tool's own command is timed.
-Then the machine's limits (page-cache read, copy, durable write, BLAKE3 on 1 and all threads
-over a mapped file, and through read() for comparison) next to tether's own file hashing,
-``status`` against ``--version``, and the deltas on a real fine-tune pair (MiniLM nudged by one
-NumPy SGD step). Compare numbers within one run only: these machines are noisy.
+Then the machine's limits (page-cache read, copy, durable write buffered and with O_DIRECT,
+BLAKE3 on 1 and all threads over a mapped file, and through read() for comparison) next to
+tether's own file hashing, ``status`` against ``--version``, the deltas on a real fine-tune pair
+(MiniLM nudged by one NumPy SGD step), and the time targets against DVC next to the floor this
+machine sets for each. Compare numbers within one run only: these machines are noisy.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ REPO = HERE.parent
 TETHER = str(REPO / ".venv" / "bin" / "tether")
 DVC = str(HERE / ".venv-dvc" / "bin" / "dvc")
 STEPS = ("base", "same", "partial", "full", "reordered", "lora")
+#: the issue's time targets against `dvc add`: tether at least this many times faster
+TIME_TARGETS = {"base": 3.0, "same": 10.0, "partial": 10.0}
 MIB = 1024 * 1024
 
 
@@ -237,6 +240,9 @@ def limits(sample: Path, scratch: Path) -> dict[str, float]:
                 out.write(view[:count])
             os.fsync(out.fileno())
 
+    def direct() -> None:  # what a store that bypasses the page cache pays to make bytes durable
+        _direct_copy(sample, scratch, view)
+
     def hash_with(threads: int) -> Callable[[], object]:
         def go() -> None:  # the library alone on a mapped file: no copy, nothing but hashing
             blake3.blake3(max_threads=threads).update_mmap(sample).hexdigest()
@@ -259,6 +265,7 @@ def limits(sample: Path, scratch: Path) -> dict[str, float]:
         "read": statistics.median(timed(read) for _ in range(3)),
         "copy": statistics.median(timed(copy) for _ in range(3)),
         "durable_write": statistics.median(timed(durable) for _ in range(3)),
+        "direct_write": statistics.median(timed(direct) for _ in range(3)),
         "blake3_1": statistics.median(timed(hash_with(1)) for _ in range(3)),
         "blake3_all": statistics.median(timed(hash_with(blake3.blake3.AUTO)) for _ in range(3)),
         "blake3_all_via_read": statistics.median(timed(hash_read) for _ in range(3)),
@@ -266,6 +273,59 @@ def limits(sample: Path, scratch: Path) -> dict[str, float]:
     }
     scratch.unlink(missing_ok=True)
     return result
+
+
+def _direct_copy(sample: Path, scratch: Path, view: memoryview) -> None:
+    """Copy with O_DIRECT writes and one fdatasync (falls back to buffered writes where the file
+    system refuses O_DIRECT): the cheapest durable copy this machine can make."""
+    import mmap
+
+    aligned = mmap.mmap(-1, len(view))  # page-aligned, as O_DIRECT requires
+    size = sample.stat().st_size
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        out = os.open(scratch, flags | getattr(os, "O_DIRECT", 0), 0o644)
+    except OSError:
+        out = os.open(scratch, flags, 0o644)
+    try:
+        with open(sample, "rb", buffering=0) as source:
+            position = 0
+            while count := source.readinto(aligned):  # type: ignore[arg-type]
+                if count % 4096:  # the unaligned tail: buffered
+                    os.close(out)
+                    out = os.open(scratch, os.O_WRONLY)
+                os.pwrite(out, memoryview(aligned)[:count], position)
+                position += count
+        os.ftruncate(out, size)
+        os.fdatasync(out)
+    finally:
+        os.close(out)
+        aligned.close()
+
+
+def floors(results: dict[str, dict[str, dict[str, float]]], machine: dict[str, float], base_bytes: int, changed: int) -> str:
+    """The issue's time targets next to what this machine cannot go below, from the same run.
+
+    base must write every byte durably; same must read and hash every byte to know that nothing
+    changed; partial must do both (hash all, write the changed bytes). Each also pays the process
+    start that `tether --version` measures. A target below its floor cannot be met on this machine
+    by any tool that keeps a durable, verified copy.
+    """
+    gib = base_bytes / (1 << 30)
+    start = results["tether"]["status"]["version"]
+    floor = {
+        "base": start + machine["direct_write"] * gib,
+        "same": start + machine["blake3_all"] * gib,
+        "partial": start + machine["blake3_all"] * gib + machine["direct_write"] * changed / (1 << 30),
+    }
+    lines = ["| step | DVC | target (ratio) | floor on this machine | tether |", "|---|---|---|---|---|"]
+    for step, ratio in TIME_TARGETS.items():
+        dvc = results["DVC"][step]["seconds"]
+        lines.append(
+            f"| {step} | {dvc:.2f} s | {dvc / ratio:.2f} s ({ratio:g}x) | {floor[step]:.2f} s | "
+            f"{results['tether'][step]['seconds']:.2f} s |"
+        )
+    return "\n".join(lines)
 
 
 # ---- a real fine-tune pair --------------------------------------------------------------------------------
@@ -401,6 +461,11 @@ def main() -> None:
                 f"{step} {results[other][step]['seconds'] / tether[step]['seconds']:.1f}x" for step in STEPS
             )
             print(f"tether vs {other} (time ratio, higher is better for tether): {ratios}")
+    if "DVC" in results:
+        print()
+        print("Time targets against DVC, and the floor this machine sets (process start + durable write of new")
+        print("bytes at direct_write speed + hashing every byte at blake3_all speed, as each step needs):")
+        print(floors(results, machine, base_bytes, _changed_by_partial(options.size_mib * MIB)))
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps({"machine": machine, "results": results, "minilm": pair, "base_bytes": base_bytes}, indent=2))
 
