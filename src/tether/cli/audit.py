@@ -292,8 +292,12 @@ def verify(
                        f"checkpoint{plural} ({covered}{tail}){exported}, {report.payloads_checked} payloads checked ({how}): {state}")
         if not report.ok:
             first = report.first_problem()
-            where = f"first bad leaf {report.first_bad_leaf}: " if report.first_bad_leaf is not None else ""
-            sys.stderr.write(f"tether: error: audit verify failed: {where}{first.message if first else ''}\n")
+            message = first.message if first else ""
+            where = ""
+            if report.first_bad_leaf is not None:
+                where = f"first bad leaf {report.first_bad_leaf}: "
+                message = message.removeprefix(f"leaf {report.first_bad_leaf}: ")  # named once
+            sys.stderr.write(f"tether: error: audit verify failed: {where}{message}\n")
             raise typer.Exit(1)
 
 
