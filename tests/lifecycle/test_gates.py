@@ -312,6 +312,7 @@ def test_policy_check_explains_what_is_missing(make_deploy: Callable[[str], Depl
         ({"rehearsal_max_age_days": 0}, "policy.rehearsal_max_age_days: expected a number of days"),
         ({"refresh_seconds": -1}, "policy.refresh_seconds: expected a number of seconds"),
         ({"pinned_packages": "torch"}, "policy.pinned_packages: expected a list of package names"),
+        ({"production_aliases": []}, "policy.production_aliases: expected a non-empty list of alias names"),
         ({"retired_models": ["gpt-4"]}, "policy.retired_models: 'gpt-4': expected 'provider:id'"),
         ({"smoke": "not a callable"}, "policy.smoke: expected 'module:function'"),
         ({"eval_gate": {"metric": "x"}}, "policy.eval_gate: missing 'evalset'"),
@@ -328,3 +329,12 @@ def test_a_bad_policy_table_is_exit_2_naming_the_key(deploy: DeployProject) -> N
     deploy.add_policy("rollback_widow = 3")
     result = deploy.run("history", "prod", code=2)
     assert "tether.toml: policy.rollback_widow: unknown key" in result.stderr
+
+
+def test_no_production_aliases_is_refused_not_a_crash_or_a_switched_off_gate(deploy: DeployProject) -> None:
+    """An empty list would skip the pinned/retired-model gates everywhere and crash `policy check`."""
+    deploy.add_policy("production_aliases = []")
+    result = deploy.run("policy", "check", code=2)
+    assert result.stderr.strip() == (
+        "tether: error: tether.toml: policy.production_aliases: expected a non-empty list of alias names, got []"
+    )

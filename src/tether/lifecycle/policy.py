@@ -133,7 +133,12 @@ def validate_section(table: dict[str, Any], path: Path) -> dict[str, Any]:
             if not _number(value) or value < 0 or (key == "rehearsal_max_age_days" and value == 0):
                 raise _fail(path, key, f"expected {_KEYS[key]}, got {value!r}")
             out[key] = float(value)
-        elif key in ("pinned_packages", "production_aliases"):
+        elif key == "pinned_packages":
+            out[key] = _string_list(path, key, value)
+        elif key == "production_aliases":
+            # An empty list would skip the model gates on every alias: a tier's gate switched off.
+            if value == []:
+                raise _fail(path, key, "expected a non-empty list of alias names, got []")
             out[key] = _string_list(path, key, value)
         elif key == "retired_models":
             items = _string_list(path, key, value)
