@@ -200,6 +200,22 @@ def test_eval_gate_refuses_a_regression_beyond_the_margin(deploy: DeployProject)
     assert evidence["check"] == "mean_comparison"
 
 
+def test_eval_gate_skips_a_current_target_without_the_eval_set(deploy: DeployProject) -> None:
+    """The version that introduces the eval set: the target it replaces cannot be evaluated on it
+    (`tether eval run` refuses it), so the gate has nothing to compare against, as for a first target."""
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    deploy.write("evals/cases.jsonl", '{"id": "a", "input": "hi", "expected": "hello"}\n')
+    deploy.run("add", "evalset", "evals", "evals/cases.jsonl")
+    deploy.add_policy('[policy.eval_gate]\nevalset = "evals"')
+    v2 = deploy.commit("v2 with evals")
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)
+    moved = deploy.json("promote", v2, "--to", "prod")
+    gate = next(item for item in moved["gates"] if item["gate"] == "eval")
+    assert gate["status"] == "skipped"
+    assert gate["detail"] == f"the current target {v1[:12]} of 'prod' has no evalset 'evals' to compare against"
+
+
 def test_eval_gate_check_is_pluggable(deploy: DeployProject) -> None:
     deploy.write(
         "fake_gate_check.py",

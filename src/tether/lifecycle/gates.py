@@ -300,6 +300,11 @@ def gate_eval(ctx: GateContext) -> GateResult:
             FAILED,
             f"policy.eval_gate.evalset '{config.evalset}' is not an evalset component of {ctx.candidate[:12]}",
         )
+    if ctx.project.manifest(ctx.current).kinds.get(config.evalset) != "evalset":
+        # The candidate introduces the eval set: `eval run` cannot evaluate the current target on
+        # it, so (as for a first target) there is nothing to compare against.
+        detail = f"the current target {ctx.current[:12]} of '{ctx.alias}' has no evalset '{config.evalset}' to compare against"
+        return GateResult("eval", SKIPPED, detail)
     check: EvalCheck = mean_comparison
     if config.check:
         check = load_hook(config.check, ctx.project.root, "policy.eval_gate.check")
