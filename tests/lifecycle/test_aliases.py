@@ -101,6 +101,14 @@ def test_bad_alias_names_are_usage_errors(deploy: DeployProject, name: str) -> N
     assert "alias name" in deploy.run("promote", v1, "--to", name, code=2).stderr
 
 
+def test_a_bad_alias_name_is_named_by_the_option_that_gave_it(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    assert deploy.run("approve", v1, "--for", "bad name", code=2).stderr.startswith("tether: error: --for bad name: not a valid alias name")
+    result = deploy.run("rollback", "prod@{1}", "--rehearse", "--from", v1, code=2)
+    assert result.stderr.startswith("tether: error: ALIAS prod@{1}: not a valid alias name")
+    assert deploy.run("policy", "check", v1, "--to", "a~1", code=2).stderr.startswith("tether: error: --to a~1: not a valid")
+
+
 def test_promote_errors(deploy: DeployProject) -> None:
     v1 = deploy.commit("v1")
     assert "no branch, version or alias" in deploy.run("promote", "nope", "--to", "prod", code=2).stderr

@@ -37,11 +37,12 @@ from tether.meta.lifecycle import (
 from tether.project.refs import name_problem
 
 
-def check_alias_name(name: str) -> None:
-    """Alias names follow branch-name rules and cannot look like reference syntax (``HEAD``, an ID prefix)."""
+def check_alias_name(name: str, option: str = "--to") -> None:
+    """Alias names follow branch-name rules and cannot look like reference syntax (``HEAD``, an ID
+    prefix). ``option`` is how the command took the name, so the error names what to fix."""
     problem = name_problem(name)
     if problem:
-        raise UsageError(f"--to {name}: not a valid alias name: {problem}")
+        raise UsageError(f"{option} {name}: not a valid alias name: {problem}")
 
 
 @dataclass
@@ -280,7 +281,7 @@ class Lifecycle:
 
     def approve(self, ref: str, alias: str, reason: str | None = None) -> ApprovalRecord:
         """Record the current user's approval of promoting ``ref`` to ``alias``."""
-        check_alias_name(alias)
+        check_alias_name(alias, "--for")
         version_id = self.project.resolve(ref)
         state = self.repo.get_alias(alias)
         if state is not None and state.version_id == version_id:
@@ -347,7 +348,7 @@ class Lifecycle:
 
     def rehearse(self, alias: str, to_ref: str | None = None, from_ref: str | None = None) -> RehearsalResult:
         """Everything a rollback does except moving the alias; the result is recorded."""
-        check_alias_name(alias)
+        check_alias_name(alias, "ALIAS")
         state = self.repo.get_alias(alias)
         if from_ref is not None:
             source = self.project.resolve(from_ref)
