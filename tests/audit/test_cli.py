@@ -52,6 +52,8 @@ def test_query_by_request_range_and_version_reference(audit_project: AuditProjec
 @pytest.mark.parametrize(("args", "message"), [
     (["audit", "query"], "give --request ID"),
     (["audit", "query", "--subject", "42", "--at", "01/03/2026"], "--at '01/03/2026': expected a date"),
+    (["audit", "query", "--subject", "42", "--at", "2026-13-01"], "--at '2026-13-01': expected a date YYYY-MM-DD (a UTC day)\n"),
+    (["audit", "query", "--subject", "42", "--at", "now"], "--at 'now': expected a date YYYY-MM-DD (a UTC day)\n"),
     (["audit", "query", "--subject", "42", "--at", "2026-03-01", "--from", "2026-03-01"], "not both"),
     (["audit", "query", "--request", "x", "--subject", "42"], "looked up alone"),
     (["audit", "query", "--from", "2026-03-02", "--to", "2026-03-01T00:00:00"], "--to: must be after --from"),

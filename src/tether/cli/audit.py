@@ -174,9 +174,14 @@ def query(
             raise UsageError("--at: give either --at DATE or --from/--to, not both")
         start = end = None
         if at is not None:
-            start = _parse_moment("--at", at)
-            if len(at) != 10:
-                raise UsageError(f"--at '{at}': expected a date YYYY-MM-DD")
+            # --at takes a day only: _parse_moment's message would offer a date-time too
+            try:
+                day = _dt.date.fromisoformat(at) if len(at) == 10 else None
+            except ValueError:
+                day = None
+            if day is None:
+                raise UsageError(f"--at '{at}': expected a date YYYY-MM-DD (a UTC day)")
+            start = _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC)
             end = start + _dt.timedelta(days=1)
         if from_ is not None:
             start = _parse_moment("--from", from_)
