@@ -57,6 +57,7 @@ def test_query_by_request_range_and_version_reference(audit_project: AuditProjec
     (["audit", "query", "--subject", "42", "--at", "2026-03-01", "--from", "2026-03-01"], "not both"),
     (["audit", "query", "--request", "x", "--subject", "42"], "looked up alone"),
     (["audit", "query", "--from", "2026-03-02", "--to", "2026-03-01T00:00:00"], "--to: must be after --from"),
+    (["audit", "export", "--jsonl", "-", "--from", "2026-03-02", "--to", "2026-03-01T00:00:00"], "--to: must be after --from"),
     (["audit", "query", "--version", "nosuchbranch"], "nosuchbranch"),
     (["audit", "prove"], "give a REQUEST_ID"),
     (["audit", "verify", "--against", "missing.txt"], "--against missing.txt: no such file"),

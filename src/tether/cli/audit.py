@@ -527,6 +527,8 @@ def export(
 
         start = _parse_moment("--from", from_) if from_ else None
         end = _parse_moment("--to", to, end_of_day=True) if to else None
+        if start and end and end <= start:  # as query refuses it, rather than an empty archive
+            raise UsageError("--to: must be after --from")
         with _open(ctx) as log:
             if jsonl == "-":
                 count = log.export_jsonl(sys.stdout, start, end, payloads)
