@@ -90,6 +90,8 @@ def test_compare_and_swap_refuses_a_move_based_on_a_stale_read(deploy: DeployPro
 def test_alias_and_branch_names_must_not_collide(deploy: DeployProject) -> None:
     v1 = deploy.commit("v1")
     assert "a branch of that name exists" in deploy.run("promote", v1, "--to", "main", code=2).stderr
+    # policy check agrees with promote instead of calling a promotion it refuses "ready"
+    assert "a branch of that name exists" in deploy.run("policy", "check", v1, "--to", "main", code=2).stderr
     deploy.run("promote", v1, "--to", "prod")
     assert "an alias of that name exists" in deploy.run("branch", "prod", code=2).stderr
     assert "an alias of that name exists" in deploy.run("commit", "-m", "x", "--allow-empty", "--branch", "prod", code=2).stderr

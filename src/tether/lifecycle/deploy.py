@@ -210,11 +210,14 @@ class Lifecycle:
 
     # ---- policy check and promote ------------------------------------------------------------------
     def plan(self, ref: str, alias: str, reason: str | None = None) -> PolicyReport:
-        """``policy check``: every gate's verdict on promoting ``ref`` to ``alias``, nothing moved."""
+        """``policy check``: every gate's verdict on promoting ``ref`` to ``alias``, nothing moved.
+        A new alias's name is checked as ``promote`` checks it, so a promotion it refuses is never "ready"."""
         check_alias_name(alias)
         check_tier_settings(self.project.file)
         candidate = self.project.resolve(ref)
         state = self.repo.get_alias(alias)
+        if state is None:
+            self._check_new_alias(alias)
         current = state.version_id if state else None
         gates = evaluate_gates(self._context(alias, candidate, current, reason))
         return PolicyReport(self.policy.tier, alias, candidate, current, gates, self.policy)
