@@ -196,6 +196,39 @@ def test_a_settings_only_edit_of_tether_toml_is_drift_and_commits(prompt_project
     assert "rollback_window = 3" in prompt_project.read("tether.toml")
 
 
+def test_a_settings_edit_beside_a_component_edit_is_still_shown(prompt_project: ProjectDir) -> None:
+    """A [policy] edit made together with a new component is drift of its own; a declaration edit
+    of a component whose file is gone is not a settings edit."""
+    prompt_project.run("commit", "-m", "first")
+    prompt_project.write("notes.md", "notes\n")
+    prompt_project.run("add", "prompt", "notes", "notes.md")
+    prompt_project.write("tether.toml", prompt_project.read("tether.toml") + "\n[policy]\nrollback_window = 3\n")
+    status = json.loads(prompt_project.run("status", "--json").stdout)
+    assert status["settings_changed"] is True
+    prompt_project.run("commit", "-m", "notes and policy")
+    prompt_project.write("tether.toml", prompt_project.read("tether.toml").replace("notes.md", "gone.md"))
+    status = json.loads(prompt_project.run("status", "--json").stdout)
+    assert {item["name"]: item["state"] for item in status["components"]}["notes"] == "missing"
+    assert status["settings_changed"] is False
+
+
+def test_diff_shows_a_settings_edit_of_tether_toml(prompt_project: ProjectDir) -> None:
+    """status and commit see a [policy] edit; diff names it too, key by key."""
+    v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
+    prompt_project.write("tether.toml", prompt_project.read("tether.toml") + "\n[policy]\nrollback_window = 3\n")
+    diff = json.loads(prompt_project.run("diff", "HEAD", "--json").stdout)
+    assert diff["settings"]["status"] == "changed"
+    assert [(d["key"], d["change"], d["new"]) for d in diff["settings"]["details"]] == [
+        ("policy.rollback_window", "added", 3)
+    ]
+    assert "+ policy.rollback_window: 3" in prompt_project.run("diff", "HEAD").stdout
+    v2 = prompt_project.run("commit", "-m", "policy").stdout.strip()
+    assert "policy.rollback_window" in prompt_project.run("diff", v1, v2).stdout
+    assert json.loads(prompt_project.run("diff", v1, v1, "--json").stdout)["settings"] is None
+    prompt_project.write("tether.toml", "# a comment\n" + prompt_project.read("tether.toml"))
+    assert "formatting only" in json.loads(prompt_project.run("diff", "HEAD", "--json").stdout)["settings"]["summary"]
+
+
 def test_log_show_and_diff(prompt_project: ProjectDir) -> None:
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     prompt_project.write("prompts/system.md", "You are helpful to {{ customer }} in {{ locale }}.\n")

@@ -196,6 +196,9 @@ def render_diff(report: DiffReport) -> None:
     for item in changed:
         out.print("")
         _render_component_diff(item)
+    if report.settings is not None:
+        out.print("")
+        _render_component_diff(report.settings)
     if report.environment and report.environment.status != "unchanged":
         out.print("")
         _render_component_diff(report.environment)

@@ -55,6 +55,8 @@ from tether.project.projectfile import (
     load_project_file,
     parse_component,
     render_new_project,
+    settings_diff,
+    settings_value,
 )
 from tether.project.refs import name_problem, resolve_ref
 from tether.project.results import (
@@ -448,10 +450,11 @@ class Project:
             if name not in decls:
                 items.append(ComponentStatus(name, old.kind, "removed"))
         self.cache.save()
-        explained = any(
-            item.spec_changed or item.state in ("added", "removed") or item.name not in committed for item in items
+        declarations_drifted = any(
+            item.spec_changed or item.state in ("added", "removed", "missing", "invalid") or item.name not in committed
+            for item in items
         )
-        settings_changed = bool(head) and not explained and self._settings_changed(head)
+        settings_changed = bool(head) and self._settings_changed(head, declarations_drifted)
         report = StatusReport(
             branch=self.current_branch(), head=head, components=items, settings_changed=settings_changed, synced=self.synced()
         )
@@ -461,11 +464,24 @@ class Project:
             certify(self, tree, [(name, decl.kind, committed[name].digest) for name, decl in decls.items()])
         return report
 
-    def _settings_changed(self, head: str) -> bool:
+    def _settings_changed(self, head: str, declarations_drifted: bool = False) -> bool:
         """Whether ``tether.toml`` on disk differs from the copy ``head`` recorded ([policy],
-        [audit], [evals]... are versioned with it, so an edit there is a change to commit)."""
+        [audit], [evals]... are versioned with it, so an edit there is a change to commit).
+
+        With ``declarations_drifted`` (a component's declaration changed, or its files are gone or
+        rejected), differing bytes count only when the settings outside ``[components]`` differ too.
+        """
         recorded = self.manifest(head).project_file
-        return recorded is not None and digest_bytes(self.file.raw) != recorded
+        if recorded is None or digest_bytes(self.file.raw) == recorded:
+            return False
+        if not declarations_drifted:
+            return True
+        return settings_value(self.store.get_bytes(recorded)) != settings_value(self.file.raw)
+
+    def _project_file_bytes(self, version_id: str) -> bytes | None:
+        """The ``tether.toml`` a version recorded (None for versions that recorded none)."""
+        recorded = self.manifest(version_id).project_file
+        return self.store.get_bytes(recorded) if recorded else None
 
     # ---- committing ---------------------------------------------------------------------------
     def commit(self, message: str, branch: str | None = None, allow_empty: bool = False) -> CommitResult:
@@ -676,7 +692,12 @@ class Project:
                 diffs.append(ComponentDiff(name=name, kind=kind.name, status="unchanged"))
             else:
                 diffs.append(kind.diff(name, before, after, reader))
-        return DiffReport(a=id_a, b=label_b, components=diffs, environment=environment_diff)
+        raw_a = self._project_file_bytes(id_a)
+        raw_b = self.file.raw if ref_b is None else self._project_file_bytes(label_b)
+        settings = None
+        if raw_a is not None and raw_b is not None:
+            settings = settings_diff(raw_a, raw_b, any(item.status != "unchanged" for item in diffs))
+        return DiffReport(a=id_a, b=label_b, components=diffs, environment=environment_diff, settings=settings)
 
     def _environment(self, digest: str | None) -> dict[str, Any] | None:
         if digest is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.components import ComponentError, get_kind
+from tether.components import ComponentDiff, ComponentError, get_kind
 from tether.errors import UsageError
 from tether.store.atomic import atomic_write_bytes
 
@@ -86,6 +86,40 @@ def parse_text(raw: bytes, path: Path) -> dict[str, Any]:
         raise _error(path, f"not UTF-8 text ({exc.reason})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise _error(path, f"invalid TOML: {exc}") from exc
+
+
+def settings_value(raw: bytes) -> dict[str, Any] | None:
+    """``tether.toml``'s value outside ``[components]`` (None when it does not parse): what a
+    settings edit changes, whatever the formatting, comments or component declarations."""
+    from tether.components.config import canonical_value
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+        data.pop("components", None)
+        return canonical_value(data, PROJECT_FILE)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ComponentError):
+        return None
+
+
+def settings_diff(old_raw: bytes, new_raw: bytes, components_changed: bool) -> ComponentDiff | None:
+    """The settings keys (``policy.rollback_window``...) changed between two ``tether.toml``;
+    None when the bytes are equal or only component declarations changed (their diffs show those)."""
+    from tether.components.config import change_line, diff_values
+    from tether.components.textdiff import plural
+
+    if old_raw == new_raw:
+        return None
+    old, new = settings_value(old_raw), settings_value(new_raw)
+    changes = diff_values(old, new) if old is not None and new is not None else []
+    if not changes:
+        if components_changed:
+            return None
+        return ComponentDiff(PROJECT_FILE, "settings", "changed", "formatting only (no setting changed)")
+    details = [{"type": "key", **change} for change in changes]
+    return ComponentDiff(
+        PROJECT_FILE, "settings", "changed", f"{plural(len(changes), 'setting')} changed", [], details,
+        [change_line(change) for change in changes],
+    )
 
 
 def load_project_file(path: Path, validate_components: bool = True) -> ProjectFile:

@@ -111,6 +111,7 @@ class DiffReport:
     b: str  # a version ID or "working tree"
     components: list[ComponentDiff]
     environment: ComponentDiff | None = None
+    settings: ComponentDiff | None = None  # tether.toml outside [components] ([policy], [evals]...)
 
     @property
     def changed(self) -> list[ComponentDiff]:
@@ -122,6 +123,7 @@ class DiffReport:
             "b": self.b,
             "components": [item.to_json() for item in self.components],
             "environment": self.environment.to_json() if self.environment else None,
+            "settings": self.settings.to_json() if self.settings else None,
         }
 
 
