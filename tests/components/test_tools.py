@@ -182,6 +182,28 @@ def test_formatting_only_and_unchanged(tree: KindTree) -> None:
     assert (same.status, same.details) == ("unchanged", [])
 
 
+@pytest.mark.parametrize("edit", [
+    {"properties": {"limit": {"type": "integer", "default": 10}}},
+    {"properties": {"limit": {"type": "integer", "title": "Limit"}}},
+    {"additionalProperties": False},
+])
+def test_a_schema_edit_outside_the_contract_is_not_formatting_only(tree: KindTree, edit: dict[str, Any]) -> None:
+    """A default, a title or a root-level constraint is sent to the model: never "formatting only"."""
+    old, new = _snapshots(tree, SEARCH_PARAMS, _search(**edit))
+    diff = tree.diff("tools", old, new)
+    assert diff.status == "changed" and "formatting only" not in diff.summary
+    assert diff.lines and all("parameters." in line for line in diff.lines)
+
+
+def test_strict_mode_switched_on_is_not_formatting_only(tree: KindTree) -> None:
+    _write(tree, "t.json", {"type": "function", "function": {"name": "f", "parameters": SEARCH_PARAMS}})
+    old = tree.snapshot("tools", {"path": "t.json"})
+    _write(tree, "t.json", {"type": "function", "function": {"name": "f", "strict": True, "parameters": SEARCH_PARAMS}})
+    diff = tree.diff("tools", old, tree.snapshot("tools", {"path": "t.json"}))
+    assert "formatting only" not in diff.summary
+    assert diff.lines == ["  + function.strict: true"]
+
+
 def test_tool_moved_between_files(tree: KindTree) -> None:
     _write(tree, "tools/a.json", {"name": "f"})
     old = tree.snapshot("tools", {"path": "tools"})
@@ -385,7 +407,8 @@ def test_snapshot_without_details_is_compared_as_before(tree: KindTree) -> None:
     old, new = _snapshots(tree, SEARCH_PARAMS, _search(properties={"query": {"type": "string", "minLength": 1}}))
     old.meta["tools"]["f"].pop("details")
     diff = tree.diff("tools", old, new)
-    assert diff.details == [] and diff.summary == "formatting only (no contract change)"
+    assert diff.flags == [] and {detail["type"] for detail in diff.details} == {"schema"}
+    assert "formatting only" not in diff.summary  # the file's JSON did change
 
 
 def _snapshots(tree: KindTree, old_params: dict[str, Any], new_params: dict[str, Any]) -> tuple[Any, Any]:

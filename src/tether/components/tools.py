@@ -28,6 +28,7 @@ from tether.components.base import (
     check_keys,
     file_status,
 )
+from tether.components.config import change_line, diff_values
 from tether.components.textdiff import (
     display_value,
     join_summary,
@@ -513,9 +514,15 @@ class ToolsKind(Kind):
         breaking = contract.breaking_count
         if breaking:
             contract_summary += f"; {plural(breaking, 'breaking change')}"
+        schema_details: list[dict[str, Any]] = []
         if not contract.details and old is not None and new is not None and set(old.files) != set(new.files):
-            same_spec = old.spec == new.spec
-            contract_summary = "formatting only (no contract change)" if same_spec else "no contract change"
+            schema_details = _schema_changes(old, new, reader)
+            if schema_details:
+                contract_summary = f"no contract change; {plural(len(schema_details), 'schema key')} changed"
+            elif old.spec == new.spec:
+                contract_summary = "formatting only (no contract change)"
+            else:
+                contract_summary = "no contract change"
         summary = join_summary([contract_summary, spec_summary(spec_details)])
         return ComponentDiff(
             component,
@@ -523,6 +530,22 @@ class ToolsKind(Kind):
             status,
             summary or "changed",
             [BREAKING] if breaking else [],
-            spec_details + contract.details,
-            spec_lines + contract.lines,
+            spec_details + contract.details + schema_details,
+            spec_lines + contract.lines + [change_line(detail) for detail in schema_details],
         )
+
+
+def _schema_changes(old: Snapshot, new: Snapshot, reader: BlobReader) -> list[dict[str, Any]]:
+    """Key paths changed in the tool files' JSON where the contract is the same: the contract
+    leaves out what the model still sees (``default``, ``title``, ``strict``, root-level
+    ``additionalProperties``...), so such an edit is no "formatting only" change."""
+
+    def values(snapshot: Snapshot) -> dict[str, Any]:
+        return {entry.path: load_json(reader.read_bytes(entry), entry.path) for entry in snapshot.files}
+
+    before, after = values(old), values(new)
+    changes: list[dict[str, Any]] = []
+    for rel in sorted(set(before) | set(after)):
+        for change in diff_values(before.get(rel, {}), after.get(rel, {})):
+            changes.append({"type": "schema", "file": rel, **change})
+    return changes
