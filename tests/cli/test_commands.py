@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from tests.conftest import ProjectDir
@@ -227,6 +228,18 @@ def test_diff_shows_a_settings_edit_of_tether_toml(prompt_project: ProjectDir) -
     assert json.loads(prompt_project.run("diff", v1, v1, "--json").stdout)["settings"] is None
     prompt_project.write("tether.toml", "# a comment\n" + prompt_project.read("tether.toml"))
     assert "formatting only" in json.loads(prompt_project.run("diff", "HEAD", "--json").stdout)["settings"]["summary"]
+
+
+def test_add_in_a_subfolder_takes_sources_relative_to_it(prompt_project: ProjectDir) -> None:
+    """Like `git add`: run in prompts/, `tether add prompt greet greet.md` means prompts/greet.md."""
+    prompt_project.write("prompts/greet.md", "Hello {{ name }}\n")
+    sub = ProjectDir(prompt_project.root / "prompts")
+    sub.run("add", "prompt", "greet", "greet.md")
+    sub.run("add", "files", "all", "./*.md", "../config")
+    components = tomllib.loads(prompt_project.read("tether.toml"))["components"]
+    assert components["greet"]["path"] == "prompts/greet.md"
+    assert components["all"]["paths"] == ["prompts/*.md", "config"]
+    assert "prompts/greet.md" in sub.run("status").stdout
 
 
 def test_log_show_and_diff(prompt_project: ProjectDir) -> None:

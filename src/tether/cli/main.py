@@ -213,6 +213,19 @@ def _parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+def _from_project_root(project: Project, sources: list[str]) -> list[str]:
+    """SOURCE paths as given in a subfolder of the project are relative to it (like ``git add``);
+    tether.toml records them relative to the project root."""
+    here = os.path.realpath(_state["dir"])
+    root = os.path.realpath(project.root)
+    if here == root:
+        return sources
+    return [
+        source if os.path.isabs(source) else os.path.relpath(os.path.join(here, source), root).replace(os.sep, "/")
+        for source in sources
+    ]
+
+
 @app.command()
 def add(
     kind: Annotated[str, typer.Argument(help="prompt, config, tools, model, index, evalset, migration or files.")],
@@ -225,7 +238,7 @@ def add(
     with handled(as_json):
         settings = _parse_settings(set_ or [])
         with _open() as project:
-            result = project.add(kind, name, list(sources or []), settings)
+            result = project.add(kind, name, _from_project_root(project, list(sources or [])), settings)
         if as_json:
             emit_json(result.to_json())
             return
