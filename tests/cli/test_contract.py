@@ -179,3 +179,21 @@ def test_a_set_syntax_error_is_a_json_error_under_json(prompt_project: ProjectDi
     nested = prompt_project.run("add", "prompt", "s", "x.md", "--set", "a=1", "--set", "a.b=2", "--json", code=2)
     assert json.loads(nested.stdout) == {"error": "--set a.b=2: 'a' is already a value, not a table", "exit_code": 2}
     assert "name = \"s\"" not in prompt_project.read("tether.toml") and "[components.s]" not in prompt_project.read("tether.toml")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[components."bad name"]\nkind = "prompt"\npath = "x.md"\n',
+         "tether.toml: components.bad name: a component name uses letters, digits, '-' and '_'"),
+        ('[components.s]\nkind = 5\npath = "x.md"\n',
+         "tether.toml: components.s.kind: expected a string (one of prompt, config, tools, model, index, evalset, "
+         "migration, files), got 5"),
+    ],
+)
+def test_a_hand_edited_component_table_error_names_tether_toml(
+    prompt_project: ProjectDir, table: str, message: str
+) -> None:
+    prompt_project.write("x.md", "x\n")
+    prompt_project.write("tether.toml", prompt_project.read("tether.toml") + "\n" + table)
+    assert _one_line_error(prompt_project.run("status", code=None)) == f"tether: error: {message}"

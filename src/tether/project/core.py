@@ -52,6 +52,7 @@ from tether.project.projectfile import (
     ComponentDecl,
     ProjectFile,
     append_component,
+    check_component_name,
     load_project_file,
     parse_component,
     render_new_project,
@@ -386,6 +387,7 @@ class Project:
         settings: dict[str, Any] | None = None,
     ) -> AddResult:
         """Declare a component in ``tether.toml`` after checking it snapshots cleanly."""
+        check_component_name(name)  # the NAME argument, before tether.toml is read
         current = self.reload()
         if name in current.components:
             raise UsageError(f"{PROJECT_FILE}: components.{name} already exists; edit it there")

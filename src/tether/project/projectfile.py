@@ -193,12 +193,18 @@ def check_component_name(name: str) -> None:
 
 def parse_component(path: Path, name: str, table: Any, validate: bool = True) -> ComponentDecl:
     """Validate one ``[components.NAME]`` table through its kind."""
-    check_component_name(name)
+    try:
+        check_component_name(name)
+    except UsageError as exc:  # a hand-edited table: the error names the file and the table
+        raise _error(path, f"components.{name}: a component name uses letters, digits, '-' and '_'") from exc
     if not isinstance(table, dict):
         raise _error(path, f"components.{name}: expected a table")
     kind_name = table.get("kind")
+    kinds = "one of prompt, config, tools, model, index, evalset, migration, files"
+    if "kind" not in table:
+        raise _error(path, f"components.{name}.kind: missing ({kinds})")
     if not isinstance(kind_name, str):
-        raise _error(path, f"components.{name}.kind: missing (one of prompt, config, tools, model, index, evalset, migration, files)")
+        raise _error(path, f"components.{name}.kind: expected a string ({kinds}), got {kind_name!r}")
     try:
         kind = get_kind(kind_name)
     except ComponentError as exc:
