@@ -242,6 +242,25 @@ def test_add_in_a_subfolder_takes_sources_relative_to_it(prompt_project: Project
     assert "prompts/greet.md" in sub.run("status").stdout
 
 
+def test_deleting_a_branch_names_the_version_it_leaves_behind(prompt_project: ProjectDir) -> None:
+    """Like a detached checkout: deleting the only name of a version prints its ID (gc would remove it)."""
+    prompt_project.run("commit", "-m", "first")
+    prompt_project.run("branch", "merged")
+    prompt_project.run("branch", "exp")
+    prompt_project.run("checkout", "exp")
+    prompt_project.write("prompts/system.md", "Experiment.\n")
+    exp = prompt_project.run("commit", "-m", "experiment").stdout.strip()
+    prompt_project.run("checkout", "main")
+    quiet = prompt_project.run("branch", "-d", "merged")
+    assert "warning" not in quiet.stderr
+    deleted = json.loads(prompt_project.run("branch", "-d", "exp", "--json").stdout)
+    assert deleted == {"deleted": "exp", "version_id": exp, "left_behind": exp}
+    prompt_project.run("branch", "exp", exp)
+    result = prompt_project.run("branch", "-d", "exp")
+    assert f"Deleted branch exp (was {exp[:12]})" in result.stdout
+    assert f"left version {exp} behind" in result.stderr
+
+
 def test_log_show_and_diff(prompt_project: ProjectDir) -> None:
     v1 = prompt_project.run("commit", "-m", "first").stdout.strip()
     prompt_project.write("prompts/system.md", "You are helpful to {{ customer }} in {{ locale }}.\n")

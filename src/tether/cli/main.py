@@ -401,11 +401,16 @@ def branch(
                         typer.echo(f"{mark} {branch_name:<20} {version_id[:12]}")
                 return
             if delete:
-                project.delete_branch(name)
+                version_id, left_behind = project.delete_branch(name)
+                if left_behind:
+                    from tether.cli.output import warn
+
+                    warn(f"left version {left_behind} behind: no branch or alias reaches it; "
+                         f"keep it with `tether branch NAME {left_behind}`")
                 if as_json:
-                    emit_json({"deleted": name})
+                    emit_json({"deleted": name, "version_id": version_id, "left_behind": left_behind})
                 else:
-                    typer.echo(f"Deleted branch {name}")
+                    typer.echo(f"Deleted branch {name} (was {version_id[:12]})")
                 return
             version_id = project.create_branch(name, from_ref)
         if as_json:

@@ -976,12 +976,18 @@ class Project:
             raise CheckFailedError(f"branch '{name}' already exists") from exc
         return version_id
 
-    def delete_branch(self, name: str) -> None:
-        if self.meta.get_branch(name) is None:
+    def delete_branch(self, name: str) -> tuple[str, str | None]:
+        """Delete a branch: ``(the version it pointed at, that version again if no other branch,
+        alias or HEAD reaches it)``, so the caller can say how to keep it before gc removes it."""
+        version_id = self.meta.get_branch(name)
+        if version_id is None:
             raise ReferenceNotFoundError(f"branch '{name}': no such branch")
         if name == self.current_branch():
             raise CheckFailedError(f"branch '{name}' is checked out; check out another first")
         self.meta.delete_branch(name)
+        head = self.head()
+        left_behind = None if head and self._reachable_by_name(version_id, head) else version_id
+        return version_id, left_behind
 
     # ---- compose ---------------------------------------------------------------------------------
     def compose(
