@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 from starlette.applications import Starlette
@@ -71,3 +72,62 @@ def test_explicit_alias_and_version_and_no_bodies_by_default(audit_project: Audi
     assert record.input_digest is None and record.output_digest is None
     with pytest.raises(TypeError, match="target="):
         AuditMiddleware(lambda *a: None, log=log)  # type: ignore[arg-type]
+
+
+def _deploy_mid_request(audit_project: AuditProject, alias: str) -> Callable[[], object]:
+    """A target that resolves ``alias`` (at v1), then lands a promotion of v2 before the handler runs."""
+    import tether
+
+    run, root = audit_project.dir.run, audit_project.root
+    run("promote", audit_project.v1, "--to", alias)
+    run("rollback", alias, "--rehearse", "--from", audit_project.v2)
+
+    def target() -> object:
+        live = tether.resolve(alias, project_dir=root, refresh_seconds=0)
+        run("promote", audit_project.v2, "--to", alias)
+        return live
+
+    return target
+
+
+def test_the_handler_is_answered_by_the_version_its_record_names(audit_project: AuditProject) -> None:
+    """The alias moves between the middleware's resolve and the handler's: both see the first."""
+    import tether
+    from tether.lifecycle import runtime
+
+    root = audit_project.root
+    for path, alias in (("/async", "canary"), ("/thread", "beta")):  # Starlette runs a plain function on a thread
+
+        async def answer(request: Request, alias: str = alias) -> JSONResponse:
+            return JSONResponse({"version": tether.resolve(alias, project_dir=root, refresh_seconds=0).version_id})
+
+        def answer_in_thread(request: Request, alias: str = alias) -> JSONResponse:
+            return JSONResponse({"version": tether.resolve(alias, project_dir=root, refresh_seconds=0).version_id})
+
+        app = Starlette(routes=[Route(path, answer if path == "/async" else answer_in_thread)])
+        try:
+            with AuditLog.open(root, durability="sync") as log:
+                app.add_middleware(AuditMiddleware, log=log, target=_deploy_mid_request(audit_project, alias))
+                served = TestClient(app).get(path, headers={"X-Request-ID": alias}).json()["version"]
+                assert served == audit_project.v1 == log.query(request_id=alias)[0].version_id
+            # outside a request, resolve sees the move at once
+            assert tether.resolve(alias, project_dir=root, refresh_seconds=0).version_id == audit_project.v2
+        finally:
+            runtime.clear_cache()
+
+
+def test_a_recorded_function_is_answered_by_the_version_its_record_names(audit_project: AuditProject) -> None:
+    import tether
+    from tether.lifecycle import runtime
+
+    target = _deploy_mid_request(audit_project, "canary")
+    try:
+        with AuditLog.open(audit_project.root, durability="sync") as log:
+
+            @log.recorded(target, request_id=lambda question: question)
+            def answer(question: str) -> str:
+                return tether.resolve("canary", project_dir=audit_project.root, refresh_seconds=0).version_id
+
+            assert answer("q-1") == audit_project.v1 == log.query(request_id="q-1")[0].version_id
+    finally:
+        runtime.clear_cache()

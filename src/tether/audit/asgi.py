@@ -7,7 +7,9 @@ app.add_middleware(AuditMiddleware, log=AuditLog.open("."), target=lambda: tethe
 The request ID comes from the ``X-Request-ID`` header (one is generated when absent) and is sent
 back on the response. A response with status 500 or more, or an exception, is recorded as an
 error. ``target`` may be a live version or a callable returning one, called per request so an
-alias move shows up at once. The request waits for its record to be durable (``sync``) without
+alias move shows up at once; within the request, the handler's own ``tether.resolve`` of the
+same reference returns the very version the record names (see
+:func:`tether.lifecycle.runtime.request_scope`). The request waits for its record to be durable (``sync``) without
 blocking the event loop.
 """
 
@@ -59,6 +61,12 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        from tether.lifecycle.runtime import request_scope
+
+        with request_scope():  # the handler's tether.resolve gets the version recorded here
+            await self._recorded(scope, receive, send)
+
+    async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {key.lower(): value for key, value in scope.get("headers", [])}
         raw_id = headers.get(self.request_id_header)
         request_id = raw_id.decode("latin-1").strip() if raw_id else str(uuid.uuid4())

@@ -119,6 +119,12 @@ def _duration(seconds: float) -> str:
     return "0s"
 
 
+def _request_scope() -> contextlib.AbstractContextManager[None]:
+    from tether.lifecycle.runtime import request_scope
+
+    return request_scope()
+
+
 def _target_fields(target: Any, alias: Any, version_id: Any) -> tuple[Any, Any]:
     """Alias and version ID from explicit arguments, else from ``target`` (a live version)."""
     if target is not None:
@@ -583,7 +589,8 @@ class AuditLog:
     ) -> Callable[[F], F]:
         """Decorator form: each call is a request; its arguments are the input, its return value
         the output. ``request_id``/``subject`` are callables over the call's arguments; ``target``
-        may be a callable returning the live version (called per request, so alias moves show)."""
+        may be a callable returning the live version (called per request, so alias moves show;
+        the function's own ``tether.resolve`` of that reference then returns the same version)."""
 
         def decorate(function: F) -> F:
             signature = inspect.signature(function)
@@ -605,21 +612,23 @@ class AuditLog:
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    found_alias, found_version, rid, subj = fields(args, kwargs)
-                    with self._recording(found_alias, found_version, rid, subj, attributes, arguments(args, kwargs)) as rec:
-                        result = await function(*args, **kwargs)
-                        rec._output = result
-                        return result
+                    with _request_scope():
+                        found_alias, found_version, rid, subj = fields(args, kwargs)
+                        with self._recording(found_alias, found_version, rid, subj, attributes, arguments(args, kwargs)) as rec:
+                            result = await function(*args, **kwargs)
+                            rec._output = result
+                            return result
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                found_alias, found_version, rid, subj = fields(args, kwargs)
-                with self._recording(found_alias, found_version, rid, subj, attributes, arguments(args, kwargs)) as rec:
-                    result = function(*args, **kwargs)
-                    rec._output = result
-                    return result
+                with _request_scope():
+                    found_alias, found_version, rid, subj = fields(args, kwargs)
+                    with self._recording(found_alias, found_version, rid, subj, attributes, arguments(args, kwargs)) as rec:
+                        result = function(*args, **kwargs)
+                        rec._output = result
+                        return result
 
             return wrapper  # type: ignore[return-value]
 

@@ -24,6 +24,8 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,12 +499,47 @@ _OUTAGES: set[tuple[str, str, Any, Any]] = set()  # keys served from cache while
 _LOCK = threading.Lock()
 
 
+#: inside :func:`request_scope`: what each reference resolved to first in this request
+_REQUEST: ContextVar[dict[tuple[str, str, Any], LiveVersion] | None] = ContextVar("tether_request", default=None)
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[None]:
+    """Within: every reference resolves once, and later ``resolve`` calls of it get that version.
+
+    The audit middleware and ``AuditLog.recorded`` resolve their target before the handler runs.
+    Were the handler's own ``tether.resolve("prod")`` to refresh in between while the alias moves,
+    the record would name one version and another would answer. Scopes nest (the outer one holds);
+    the context reaches threads the handler is run on (``contextvars`` are copied there).
+    """
+    if _REQUEST.get() is not None:
+        yield
+        return
+    token = _REQUEST.set({})
+    try:
+        yield
+    finally:
+        _REQUEST.reset(token)
+
+
 def resolve(
     alias_or_ref: str,
     project_dir: str | os.PathLike[str] | None = None,
     refresh_seconds: float | None = None,
 ) -> LiveVersion:
-    """The live version ``alias_or_ref`` names, verified; cached, re-checked every refresh interval."""
+    """The live version ``alias_or_ref`` names, verified; cached, re-checked every refresh interval
+    (within one :func:`request_scope`, the version it named first)."""
+    request = _REQUEST.get()
+    if request is not None:
+        pin = (os.getcwd(), alias_or_ref, project_dir)
+        live = request.get(pin)
+        if live is None:
+            live = request[pin] = _resolve(alias_or_ref, project_dir, refresh_seconds)
+        return live
+    return _resolve(alias_or_ref, project_dir, refresh_seconds)
+
+
+def _resolve(alias_or_ref: str, project_dir: str | os.PathLike[str] | None, refresh_seconds: float | None) -> LiveVersion:
     key = (os.getcwd(), alias_or_ref, project_dir, refresh_seconds)
     entry = _CACHE.get(key)
     if entry is not None and time.monotonic() < entry.deadline:
