@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ProjectDir
 from tether.ids import digest_bytes
 
@@ -498,3 +500,18 @@ def test_sizes_are_written_one_way_everywhere(project_dir: ProjectDir) -> None:
     source = Path(__file__).resolve().parents[2] / "src" / "tether"
     for path in source.rglob("*.py"):
         assert not re.search(r"[\"'(]KB[\"')]|\d KB\b", path.read_text(encoding="utf-8")), f"{path} writes sizes as KB"
+
+
+def test_dash_c_takes_relative_paths_from_that_folder_like_git(project_dir: ProjectDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-C DIR`` runs as if started in DIR: a relative ``--dir`` lands there, not in the shell's folder."""
+    project_dir.write("prompts/system.md", "You are helpful.\n")
+    project_dir.run("init", "--tier", "lite")
+    project_dir.run("add", "prompt", "system", "prompts/system.md")
+    project_dir.run("commit", "-m", "v1")
+    elsewhere = tmp_path / "shell"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    project_dir.run("checkout", "HEAD", "--dir", "copy")
+    assert (project_dir.root / "copy" / "prompts" / "system.md").read_text() == "You are helpful.\n"
+    assert not (elsewhere / "copy").exists()
+    assert os.getcwd() == str(elsewhere)  # the in-process caller's folder is given back

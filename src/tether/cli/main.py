@@ -141,7 +141,12 @@ def main(
     if not os.path.isdir(directory):
         problem = "is not a folder" if os.path.exists(directory) else "does not exist"
         fail(f"-C {directory}: the folder {problem}", 2, _wants_json(ctx))
-    _state["dir"] = directory
+    _state["dir"] = "."
+    if directory != ".":
+        # Like git -C: every relative path (--dir, --plot, --jsonl, ...) is taken from there too.
+        previous = os.getcwd()
+        os.chdir(directory)
+        ctx.call_on_close(lambda: os.chdir(previous))
 
 
 def _open() -> Project:
