@@ -500,3 +500,16 @@ def test_big_safetensors_stream_in_flat_memory(store: ObjectStore, tmp_path: Pat
     finally:
         tracemalloc.stop()
     assert peak < 48 * MiB, f"peak Python allocation {peak / MiB:.1f} MiB for a 64 MiB checkpoint"
+
+
+def test_pruned_versions_are_recorded_durably_and_listed(store: ObjectStore) -> None:
+    """``gc --unreachable`` marks a version before its objects go; the mark is what fsck and
+    checkout read back, and it never shows up as an object."""
+    version = digest_bytes(b"an abandoned experiment")
+    assert store.pruned() == {}
+    store.mark_pruned(version, {"time": "2026-11-27T10:00:00Z", "by": "gc --unreachable"})
+    store.mark_pruned(version, {"time": "2026-11-27T11:00:00Z", "by": "gc --unreachable"})  # idempotent
+    assert store.pruned() == {version: {"time": "2026-11-27T11:00:00Z", "by": "gc --unreachable"}}
+    assert version not in set(store.iter_digests())
+    with pytest.raises(StoreError, match="not a version ID"):
+        store.mark_pruned("../escape", {})

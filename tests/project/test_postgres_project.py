@@ -176,7 +176,7 @@ def test_database_without_tether_schema(
     assert "no tether metadata" in error and "tether init" in error
     project.run("init")  # creates the schema there
     assert json.loads(project.run("fsck", "--json").stdout) == {
-        "versions": 0, "snapshots": 0, "objects": 0, "problems": [], "object_problems": [], "ok": True
+        "versions": 0, "snapshots": 0, "objects": 0, "pruned": 0, "problems": [], "object_problems": [], "ok": True
     }
 
 

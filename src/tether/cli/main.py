@@ -469,7 +469,8 @@ def fsck(as_json: JsonOpt = False) -> None:
             for problem in report.problems:
                 typer.echo(f"error: {problem}", err=True)
             state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-            typer.echo(f"fsck: {report.versions} versions, {report.snapshots} snapshots, {report.objects} objects: {state}")
+            pruned = f" ({report.pruned} pruned: records only)" if report.pruned else ""
+            typer.echo(f"fsck: {report.versions} versions{pruned}, {report.snapshots} snapshots, {report.objects} objects: {state}")
         if not report.ok:
             raise typer.Exit(1)
 
@@ -481,6 +482,13 @@ def gc(
     ] = 3600.0,
     now: Annotated[bool, typer.Option("--now", help="No grace period.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    unreachable: Annotated[
+        bool,
+        typer.Option(
+            "--unreachable",
+            help="Also remove the files of versions no branch, alias history, rehearsal or audit record reaches (their records stay).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove objects that no version refers to (after a grace period)."""
@@ -493,7 +501,10 @@ def gc(
         with _open() as project:
             try:
                 report = project.gc(
-                    grace_seconds=0.0 if now else grace, dry_run=dry_run, progress=None if as_json else update
+                    grace_seconds=0.0 if now else grace,
+                    dry_run=dry_run,
+                    progress=None if as_json else update,
+                    unreachable=unreachable,
                 )
             finally:
                 close()
@@ -503,6 +514,11 @@ def gc(
             from tether.sizes import human_bytes
 
             verb = "would remove" if dry_run else "removed"
+            if report.pruned:
+                count = len(report.pruned)
+                typer.echo(f"gc: {verb} the files of {count} unreachable version{'' if count == 1 else 's'} (records kept):")
+                for item in report.pruned:
+                    typer.echo(f"  {item['version_id'][:12]}  {item['created_at'][:19]}  {item['message']}")
             typer.echo(f"gc: {verb} {len(report.removed)} objects ({human_bytes(report.bytes_freed)}), kept {report.kept}"
                        + (f", cleaned {report.temporary_removed} temporary files" if report.temporary_removed else ""))
             if report.kept_young:

@@ -144,6 +144,8 @@ def render_show(info: VersionInfo, snapshots: dict[str, Snapshot], environment: 
     out.print(f"author   {escape(info.author)}")
     out.print(f"date     {info.time}")
     out.print(f"tier     {info.tier}")
+    if info.pruned:
+        out.print(f"files    [red]removed by gc --unreachable on {escape(info.pruned)}[/red] (this record stays)")
     out.print("")
     for line in info.message.splitlines():
         out.print(f"    {escape(line)}")

@@ -232,6 +232,7 @@ class Lifecycle:
         if state is None:
             self._check_new_alias(alias)
         candidate = self.project.resolve(ref)
+        self.project.require_files(candidate)
         expected = self._expect(expect, alias)
         current = state.version_id if state else None
         if expected is not None and expected != current:

@@ -344,6 +344,17 @@ class Project:
         manifest = self.manifest(version_id)
         return {name: self.snapshot(digest) for name, digest in manifest.components.items()}
 
+    def require_files(self, version_id: str) -> None:
+        """Refuse (exit 1) to use the content of a version ``gc --unreachable`` pruned: its record
+        stays for log, show and audit, but its files are gone and nothing may depend on them."""
+        pruned = self.store.pruned().get(version_id)
+        if pruned is not None:
+            when = f" on {pruned['time']}" if isinstance(pruned.get("time"), str) else ""
+            raise CheckFailedError(
+                f"version {version_id[:12]}: its files were removed by `tether gc --unreachable`{when} "
+                "(no branch or alias reached it); its record stays (log, show), its content is gone"
+            )
+
     def info(self, version_id: str, refs: dict[str, list[str]] | None = None) -> VersionInfo:
         manifest = self.manifest(version_id)
         return VersionInfo(
@@ -657,6 +668,9 @@ class Project:
         """A version, its snapshots and its captured environment."""
         version_id = self.resolve(ref)
         info = self.info(version_id, self.refs_by_version())
+        pruned = self.store.pruned().get(version_id)
+        if pruned is not None:
+            info.pruned = str(pruned.get("time") or "an unrecorded time")
         snapshots = self.version_snapshots(version_id)
         environment = None
         if info.environment:
@@ -667,6 +681,7 @@ class Project:
     def diff(self, ref_a: str, ref_b: str | None = None) -> DiffReport:
         """What changed from ``ref_a`` to ``ref_b`` (default: the working tree), per component."""
         id_a = self.resolve(ref_a)
+        self.require_files(id_a)
         old = self.version_snapshots(id_a)
         environment_diff: ComponentDiff | None = None
         if ref_b is None:
@@ -674,6 +689,7 @@ class Project:
             label_b = WORKING_TREE
         else:
             id_b = self.resolve(ref_b)
+            self.require_files(id_b)
             new = self.version_snapshots(id_b)
             label_b = id_b
             from tether.components.environment import diff_environment
@@ -720,6 +736,7 @@ class Project:
         if link and dest is None:
             raise UsageError("--link: read-only hard-linked files are only written to a --dir checkout")
         version_id = self.resolve(ref)
+        self.require_files(version_id)
         manifest = self.manifest(version_id)
         snapshots = self.version_snapshots(version_id)
         wanted: dict[str, FileEntry] = {}
@@ -970,6 +987,7 @@ class Project:
     def create_branch(self, name: str, from_ref: str = "HEAD") -> str:
         self._check_branch_name(name)
         version_id = self.resolve(from_ref)
+        self.require_files(version_id)  # a name for a version makes it one whose files everything may use
         try:
             self.meta.set_branch(name, version_id, create_only=True)
         except BranchConflictError as exc:
@@ -1005,10 +1023,12 @@ class Project:
         if not message or not message.strip():
             raise UsageError("-m/--message: compose needs a message")
         base_id = self.resolve(from_ref)
+        self.require_files(base_id)
         snapshots = self.version_snapshots(base_id)
         parents = [base_id]
         for name, ref in takes.items():
             source_id = self.resolve(ref)
+            self.require_files(source_id)
             source = self.version_snapshots(source_id)
             if name not in source:
                 raise UsageError(f"--take {name}={ref}: version {source_id[:12]} has no component '{name}'")
@@ -1086,15 +1106,20 @@ class Project:
         return self.store.put_bytes(tomli_w.dumps(data).encode("utf-8"))
 
     # ---- integrity -------------------------------------------------------------------------------
-    def referenced_objects(self) -> Iterator[tuple[str, str]]:
-        """(object digest, who needs it) for every object any version refers to."""
-        for digest, who, what in self.object_users():
+    def referenced_objects(self, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[tuple[str, str]]:
+        """(object digest, who needs it) for every object any version (but those in ``skip``) refers to."""
+        for digest, who, what in self.object_users(skip):
             yield digest, f"{who} {what}"
 
-    def object_users(self) -> Iterator[tuple[str, str, str]]:
+    def object_users(self, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[tuple[str, str, str]]:
         """(object digest, who, what) for every use of an object by a version or an eval run:
-        ``("version e8d927561ad6", "component m file w.safetensors")``, ``("eval run 1a2b3c4d5e6f", "body")``."""
+        ``("version e8d927561ad6", "component m file w.safetensors")``, ``("eval run 1a2b3c4d5e6f", "body")``.
+
+        Pruned versions (``gc --unreachable``) and those in ``skip`` need nothing any more."""
+        skip = set(skip) | set(self.store.pruned())
         for record in self.meta.list_versions():
+            if record.version_id in skip:
+                continue
             try:
                 manifest = Manifest.from_bytes(record.manifest, expected_id=record.version_id)
             except VerificationError:
@@ -1143,6 +1168,7 @@ class Project:
                 elif digest_bytes(body) != digest:
                     report.problems.append(f"version {short}: snapshot {digest[:12]} does not hash to its digest")
         report.snapshots = len(seen_snapshots)
+        report.pruned = len(set(self.store.pruned()) & known_ids)
         for name, version_id in self.meta.list_branches().items():
             if version_id not in known_ids:
                 report.problems.append(f"branch {name}: points at missing version {version_id[:12]}")
@@ -1158,11 +1184,16 @@ class Project:
         report.object_problems.extend(problem.to_json() for problem in problems)
         return report
 
-    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None) -> GcReport:
+    def gc(
+        self, grace_seconds: float = 3600.0, dry_run: bool = False, progress: Progress | None = None, unreachable: bool = False
+    ) -> GcReport:
         """Remove objects no version refers to, once older than the grace period (so an in-flight
         commit's fresh objects are never taken), temporary files of killed writers (in the store
         and, for a killed checkout, in the working tree), and the
         ``tether.resolve`` copies of versions no alias keeps that nothing loaded within it.
+
+        With ``unreachable``, also the files of versions no name reaches any more (see
+        :mod:`tether.project.prune`); their records stay.
 
         Never while a commit is in flight (gc waits for the commit lock, then refuses); the parts
         of every file kept are kept.
@@ -1172,18 +1203,31 @@ class Project:
         from tether.project.storage import gc_lock
 
         with gc_lock(self.dot):
-            return self._gc_locked(grace_seconds, dry_run, progress)
+            return self._gc_locked(grace_seconds, dry_run, progress, unreachable)
 
-    def _gc_locked(self, grace_seconds: float, dry_run: bool, progress: Progress | None) -> GcReport:
+    def _gc_locked(self, grace_seconds: float, dry_run: bool, progress: Progress | None, unreachable: bool = False) -> GcReport:
         from tether.project.storage import grace_closure
 
         report = GcReport(dry_run=dry_run, grace_seconds=grace_seconds)
-        needed = {digest for digest, _ in self.referenced_objects()}
+        pruning = []
+        if unreachable:
+            from tether.project.prune import unreachable_versions
+
+            pruning = unreachable_versions(self, grace_seconds)
+            report.pruned = [
+                {"version_id": record.version_id, "created_at": record.created_at, "message": self.manifest(record.version_id).message}
+                for record in pruning
+            ]
+        needed = {digest for digest, _ in self.referenced_objects(skip={record.version_id for record in pruning})}
         from tether.lifecycle.deploy import protected_objects
 
         report.protected, rollback_objects = protected_objects(self)  # each alias's last rollback_window targets
         needed |= rollback_objects
         needed, young = grace_closure(self.store, needed, grace_seconds)
+        if not dry_run:
+            when = _now()
+            for record in pruning:  # before any of their objects go: a killed gc leaves them named
+                self.store.mark_pruned(record.version_id, {"time": when, "by": "gc --unreachable"})
         stored = list(self.store.iter_digests())
         for index, digest in enumerate(stored, start=1):
             if progress:
@@ -1200,9 +1244,11 @@ class Project:
                 continue
             report.removed.append(digest)
             report.bytes_freed += self.store.stored_size(digest)
-            if not dry_run:
-                self.store.delete(digest)
         if not dry_run:
+            # Files stored in parts before the parts: a gc killed in between leaves orphaned
+            # parts (whole objects the next gc takes), never a file that names a missing part.
+            for digest in sorted(report.removed, key=lambda digest: not self.store.parts(digest)):
+                self.store.delete(digest)
             report.temporary_removed = self.store.clean_temporary(grace_seconds)
             from tether.project.worktree import project_folders, remove_temporaries
 

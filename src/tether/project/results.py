@@ -100,6 +100,7 @@ class VersionInfo:
     components: dict[str, dict[str, str]]  # name -> {"kind", "snapshot"}
     environment: str | None
     refs: list[str] = field(default_factory=list)
+    pruned: str | None = None  # (show) when gc --unreachable removed its files
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +148,7 @@ class FsckReport:
     versions: int = 0
     snapshots: int = 0
     objects: int = 0
+    pruned: int = 0  # versions whose files gc --unreachable removed (their objects are not checked)
     problems: list[str] = field(default_factory=list)
     #: each missing or corrupt object: {"object", "problem", "part_of": [file digests],
     #: "needed_by": [every "version ID component NAME file PATH" / "eval run ID body" needing it]}
@@ -172,6 +174,8 @@ class GcReport:
     dry_run: bool = False
     protected: list[dict[str, str]] = field(default_factory=list)  # {"alias", "version_id"}: rollback targets kept
     live_removed: list[str] = field(default_factory=list)  # versions whose tether.resolve copy was removed
+    #: with --unreachable: {"version_id", "created_at", "message"} of each version whose files went
+    pruned: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -130,6 +130,16 @@ class ObjectStore(ABC):
     def clean_temporary(self, older_than_seconds: float) -> int:
         """Remove temporary files left by killed writers; return how many."""
 
+    @abstractmethod
+    def mark_pruned(self, version_id: str, record: dict[str, Any]) -> None:
+        """Record durably that ``gc --unreachable`` removes the files of ``version_id`` (its
+        metadata stays), before any of its objects go: fsck and checkout then name the version as
+        pruned instead of reporting missing objects, even after a gc killed half-way."""
+
+    @abstractmethod
+    def pruned(self) -> dict[str, dict[str, Any]]:
+        """Version ID -> the record :meth:`mark_pruned` wrote, for every pruned version."""
+
     def describe(self) -> str:
         """A human-readable location, for messages."""
         return type(self).__name__

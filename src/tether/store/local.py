@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import io
+import json
 import logging
 import os
 import queue
@@ -25,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from tether.ids import Hasher, digest_bytes, is_digest
 from tether.ids.hashing import BLOCK_SIZE
@@ -52,6 +53,8 @@ from tether.store.safetensors_header import TensorInfo
 OBJECT_MODE = 0o444
 TMP_DIR = "tmp"
 RECIPES_DIR = "recipes"
+#: one small JSON file per version whose files ``gc --unreachable`` removed
+PRUNED_DIR = "pruned"
 _MIN_BUFFER = 64 * 1024
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink) on btrfs, XFS, bcachefs...
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
@@ -1153,6 +1156,29 @@ class LocalObjectStore(ObjectStore):
             except FileNotFoundError:
                 continue  # another cleaner or the writer itself got there first
         return removed
+
+    def mark_pruned(self, version_id: str, record: dict[str, Any]) -> None:
+        if not is_digest(version_id):
+            raise StoreError(f"mark_pruned: '{version_id}' is not a version ID")
+        body = json.dumps(record, sort_keys=True).encode("utf-8")
+        atomic_write_bytes(self.root / PRUNED_DIR / f"{version_id}.json", body, durable=True, mode=OBJECT_MODE)
+
+    def pruned(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            entries = list(os.scandir(self.root / PRUNED_DIR))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            version_id = entry.name.removesuffix(".json")
+            if entry.name == version_id or not is_digest(version_id):
+                continue  # a temporary file of a killed gc, or not ours
+            try:
+                record = json.loads(Path(entry.path).read_bytes())
+            except (OSError, ValueError):
+                record = {}  # unreadable details: the version is still pruned
+            found[version_id] = record if isinstance(record, dict) else {}
+        return found
 
     def describe(self) -> str:
         return str(self.root)
