@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from tests.conftest import ProjectDir
-from tests.repro.conftest import TOY_EVALS, run_json, toy_cases
+from tests.repro.conftest import TOY_EVALS, run_json, toy_cases, write_cases
 
 
 def test_same_model_other_seed_reproduces_behaviorally_not_bitwise(toy_project: Callable[..., ProjectDir]) -> None:
@@ -306,3 +306,45 @@ def test_an_edited_runner_is_named_as_the_first_suspect(toy_project: Callable[..
     assert report["environment_differences"][0]["cause"] == "runner code"
     assert "its source file changed" in report["environment_differences"][0]["line"]
     assert report["fixed_environment"]["reason"] == "the runner's source file changed between the runs"
+
+
+def test_eval_run_on_another_versions_eval_set(toy_project: Callable[..., ProjectDir]) -> None:
+    """The incumbent evaluated on a candidate's new eval set: a run of the old version on the new
+    cases that says so, pairs with the candidate's run, and `repro check` re-runs on the same cases."""
+    project = toy_project(toy_cases(6, 1.0, 1.0))
+    v1 = run_json(project, "show", "HEAD")["version_id"]
+    own_v1 = run_json(project, "eval", "run", v1, "--seed", "1")
+    write_cases(project, toy_cases(4, 1.0, 1.0))
+    v2 = project.run("commit", "-m", "v2: fewer cases").stdout.strip()
+    candidate = run_json(project, "eval", "run", v2, "--seed", "1")
+
+    incumbent = run_json(project, "eval", "run", v1, "--evalset-from", v2[:10], "--evalset", "evals", "--seed", "1")
+    assert incumbent["version_id"] == v1 and incumbent["summary"]["cases"] == 4
+    assert incumbent["evalset_snapshot"] == candidate["evalset_snapshot"] != own_v1["evalset_snapshot"]
+    assert incumbent["summary"]["evalset_from"] == v2
+    assert "evalset_from" not in own_v1["summary"]  # a run on the version's own eval set, as before
+    shown = project.run("eval", "show", incumbent["run_id"]).stdout
+    assert f"eval set 'evals' {candidate['evalset_snapshot'][:12]} from version {v2[:12]}" in shown
+    listed = project.run("eval", "list", v1).stdout.splitlines()
+    assert f"evals {own_v1['evalset_snapshot'][:12]}" in listed[0]
+    assert f"evals {candidate['evalset_snapshot'][:12]} from {v2[:12]}" in listed[1]
+
+    report = run_json(project, "eval", "compare", incumbent["run_id"], candidate["run_id"], code=None)
+    assert report["evalset_snapshot"] == candidate["evalset_snapshot"] and report["run_a"]["evalset_from"] == v2
+    assert f"of version {v1[:12]} (on the eval set of version {v2[:12]})" in project.run(
+        "eval", "compare", incumbent["run_id"], candidate["run_id"], code=None).stdout
+    project.run("eval", "compare", own_v1["run_id"], candidate["run_id"], code=2)  # different eval sets
+
+    again = run_json(project, "repro", "check", v1, "--baseline", incumbent["run_id"], code=None)  # 4 cases: inconclusive
+    assert again["baseline"] == incumbent["run_id"] and again["bitwise"]["share"] == 1.0
+    rerun = run_json(project, "eval", "show", again["run"])
+    assert rerun["evalset_snapshot"] == candidate["evalset_snapshot"] and rerun["summary"]["evalset_from"] == v2
+    default = run_json(project, "repro", "check", v1, code=None)  # the latest run on v1's own eval set
+    assert default["baseline"] == own_v1["run_id"]
+
+
+def test_eval_run_evalset_from_bad_references(toy_project: Callable[..., ProjectDir]) -> None:
+    project = toy_project(toy_cases(3, 1.0, 1.0))
+    assert "nope" in project.run("eval", "run", "HEAD", "--evalset-from", "nope", code=2).stderr
+    result = project.run("eval", "run", "HEAD", "--evalset-from", "HEAD", "--evalset", "model", code=2)
+    assert "--evalset model: component 'model'" in result.stderr and "not an evalset" in result.stderr

@@ -72,12 +72,18 @@ def _progress() -> tuple[Any, Any]:
     return update, close
 
 
+def _evalset_shown(name: str, snapshot: str, source: str | None, word: str = "from version ") -> str:
+    """An eval set as a run used it: name, snapshot, and the version it came from when not the run's own."""
+    return f"{name} {snapshot[:12]}" + (f" {word}{source[:12]}" if source else "")
+
+
 def _run_lines(run: EvalRun) -> list[str]:
     s = run.summary
     seed = f"seed {s['seed']}" + ("" if s.get("seed_passed") else " (not taken by the runner)")
+    evalset = _evalset_shown(f"'{run.evalset}'", run.evalset_snapshot, run.evalset_from)
     return [
         f"eval run {run.run_id}",
-        f"  version {run.version_id[:12]} · eval set '{run.evalset}' · {plural(s['cases'], 'case')} x {s['repeat']} repeat(s) · "
+        f"  version {run.version_id[:12]} · eval set {evalset} · {plural(s['cases'], 'case')} x {s['repeat']} repeat(s) · "
         f"{seed} · {s['parallel']} thread(s)",
         f"  runner {s['runner']} · scorer {s['scorer']}",
         f"  mean score {s['mean_score']:.4f} · {s['errors']} error(s) in {s['calls']} calls · {s['seconds']:.2f} s",
@@ -113,6 +119,10 @@ def _execute(project: Any, ref: str, progress: bool, **options: Any) -> EvalRun:
 def eval_run(
     ref: Annotated[str, typer.Argument(help="The version to evaluate.")],
     evalset: Annotated[str | None, typer.Option("--evalset", help="The evalset component (when there are several).")] = None,
+    evalset_from: Annotated[
+        str | None,
+        typer.Option("--evalset-from", metavar="REF", help="Use this version's eval set (e.g. the current target on a candidate's cases)."),
+    ] = None,
     runner: Annotated[str | None, typer.Option("--runner", help="module:function (default: [evals] runner).")] = None,
     repeat: Annotated[int | None, typer.Option("--repeat", help="Run every case K times.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (default: [evals] seed, else random).")] = None,
@@ -124,8 +134,8 @@ def eval_run(
 
     with handled(as_json):
         with _open() as project:
-            run = _execute(project, ref, not as_json, evalset=evalset, runner=runner, repeat=repeat, seed=seed,
-                           parallel=parallel)
+            run = _execute(project, ref, not as_json, evalset=evalset, evalset_from=evalset_from, runner=runner,
+                           repeat=repeat, seed=seed, parallel=parallel)
         if as_json:
             emit_json(run.to_json())
             return
@@ -159,8 +169,9 @@ def eval_list(
             return
         for record in records:
             s = record.summary_json()
+            evalset = _evalset_shown(record.evalset, record.evalset_snapshot, s.get("evalset_from"), "from ")
             typer.echo(f"{record.run_id[:12]}  version {record.version_id[:12]}  {record.created_at[:19]}  "
-                       f"{record.evalset}  {s['cases']}x{s['repeat']}  mean {s['mean_score']:.4f}  "
+                       f"{evalset}  {s['cases']}x{s['repeat']}  mean {s['mean_score']:.4f}  "
                        f"errors {s['errors']}  seed {s['seed']}")
 
 
@@ -314,7 +325,8 @@ def repro_check(
                     from tether.errors import UsageError
 
                     raise UsageError(f"--baseline {baseline}: the run is over eval set '{base.evalset}', not '{evalset}'")
-                name, snapshot = choose_evalset(project, version_id, base.evalset)
+                # the baseline's eval set: REF's own, or the version it was taken from (--evalset-from)
+                name, snapshot = choose_evalset(project, base.evalset_from or version_id, base.evalset)
                 if snapshot != base.evalset_snapshot:
                     from tether.errors import UsageError
 
@@ -323,10 +335,10 @@ def repro_check(
                         f"than version {version_id[:12]}'s '{name}' ({snapshot[:12]}); refusing to compare"
                     )
             else:
-                name, _ = choose_evalset(project, version_id, evalset or evalset_settings(project).evalset)
-                base = latest_run(project, version_id, name, ref)
+                name, snapshot = choose_evalset(project, version_id, evalset or evalset_settings(project).evalset)
+                base = latest_run(project, version_id, name, ref, evalset_snapshot=snapshot)
             again = _execute(
-                project, version_id, not as_json, evalset=base.evalset,
+                project, version_id, not as_json, evalset=base.evalset, evalset_from=base.evalset_from,
                 runner=runner or base.summary["runner"],
                 repeat=repeat if repeat is not None else base.summary["repeat"],
                 seed=seed if seed is not None else base.summary["seed"],

@@ -43,6 +43,7 @@ def _run_summary(run: EvalRun) -> dict[str, Any]:
         "runner": summary.get("runner"),
         "scorer": summary.get("scorer"),
         "environment_fingerprint": fingerprint(run.environment),
+        "evalset_from": run.evalset_from,
     }
 
 
@@ -93,12 +94,10 @@ class ComparisonReport:
         b = self.behavioral
         out = [
             f"eval set '{self.evalset}' (snapshot {self.evalset_snapshot[:12]}), {plural(b.cases, 'case')}",
-            f"  {label_a}: run {self.run_a['run_id'][:12]} of version {self.run_a['version_id'][:12]}, "
-            f"{self.run_a['repeat']} repeat(s), seed {self.run_a['seed']}, mean score {self.run_a['mean_score']:.3f}, "
-            f"{self.run_a['errors']} error(s)",
-            f"  {label_b}: run {self.run_b['run_id'][:12]} of version {self.run_b['version_id'][:12]}, "
-            f"{self.run_b['repeat']} repeat(s), seed {self.run_b['seed']}, mean score {self.run_b['mean_score']:.3f}, "
-            f"{self.run_b['errors']} error(s)",
+            *(f"  {label}: run {run['run_id'][:12]} of version {run['version_id'][:12]}"
+              + (f" (on the eval set of version {run['evalset_from'][:12]})" if run.get("evalset_from") else "")
+              + f", {run['repeat']} repeat(s), seed {run['seed']}, mean score {run['mean_score']:.3f}, {run['errors']} error(s)"
+              for label, run in ((label_a, self.run_a), (label_b, self.run_b))),
             "",
             f"bitwise            {self.bitwise['share']:.1%} of cases byte-identical "
             f"({self.bitwise['identical_cases']}/{self.bitwise['cases']})",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import UsageError
+from tether.errors import UsageError, VerificationError
 from tether.ids import canonical_bytes, canonical_json, digest_bytes
 from tether.meta.evalruns import EvalRunRecord
 from tether.repro.cases import EvalCase, load_cases
@@ -156,6 +156,7 @@ def run_eval(
     ref: str,
     *,
     evalset: str | None = None,
+    evalset_from: str | None = None,
     runner: str | None = None,
     repeat: int | None = None,
     seed: int | None = None,
@@ -164,10 +165,17 @@ def run_eval(
     scorer_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> EvalRun:
-    """Run the eval set of ``ref`` (every case ``repeat`` times) and store the run."""
+    """Run the eval set of ``ref`` (every case ``repeat`` times) and store the run.
+
+    ``evalset_from`` runs ``ref``'s system on another version's eval set instead (how an incumbent
+    is judged on a candidate's new cases); the run records the eval set snapshot it used and,
+    when that is not ``ref``'s own, the version it came from (summary ``evalset_from``).
+    """
     settings = evalset_settings(project)
     version_id = project.resolve(ref)
-    evalset_name, evalset_snapshot = choose_evalset(project, version_id, evalset or settings.evalset)
+    source_id = version_id if evalset_from is None else project.resolve(evalset_from)
+    evalset_name, evalset_snapshot = choose_evalset(project, source_id, evalset or settings.evalset)
+    foreign = project.manifest(version_id).components.get(evalset_name) != evalset_snapshot
     runner_spec = runner or settings.runner
     if runner_spec is None:
         raise UsageError('no runner: set [evals] runner = "module:function" in tether.toml or pass --runner')
@@ -194,8 +202,12 @@ def run_eval(
         project.checkout(version_id, dest=root)
         snapshots = project.version_snapshots(version_id)
         scorer_impl = make_scorer(scorer_name, options, root, project.root)
-        spec_path = snapshots[evalset_name].spec["path"]
-        cases = load_cases(root / spec_path, spec_path)
+        if foreign:
+            spec_path, cases_file = _materialize_evalset(project, evalset_snapshot, tmp)
+        else:
+            spec_path = snapshots[evalset_name].spec["path"]
+            cases_file = root / spec_path
+        cases = load_cases(cases_file, spec_path)
         for case in cases:
             try:
                 scorer_impl.check_case(case.data)
@@ -255,6 +267,8 @@ def run_eval(
         "seconds": round(wall, 6),
         "environment_fingerprint": fingerprint(environment),
     }
+    if foreign:
+        summary["evalset_from"] = source_id
     body_bytes = canonical_bytes(body)
     body_digest = project.store.put_bytes(body_bytes)
     environment_bytes = canonical_bytes(environment)
@@ -270,6 +284,24 @@ def run_eval(
     )
     repository(project).put_run(record, (environment_digest, environment_bytes))
     return load_record(project, record)
+
+
+def _materialize_evalset(project: Project, snapshot_digest: str, tmp: Path) -> tuple[str, Path]:
+    """(path in its version, verified copy) of another version's eval set file: outside the
+    runner's view, which shows the evaluated version alone."""
+    from tether.store import StoreError
+
+    snapshot = project.snapshot(snapshot_digest)
+    spec_path = snapshot.spec["path"]
+    entry = snapshot.file(spec_path)
+    if entry is None:
+        raise VerificationError(f"eval set snapshot {snapshot_digest[:12]}: no file {spec_path}")
+    target = tmp / "evalset.jsonl"
+    try:
+        project.store.materialize(entry.digest, target)
+    except StoreError as exc:
+        raise VerificationError(f"eval set snapshot {snapshot_digest[:12]}: {spec_path}: {exc}") from exc
+    return spec_path, target
 
 
 def _view_digests(project: Project, version_id: str, snapshots: dict[str, Any]) -> dict[str, str]:
@@ -309,7 +341,6 @@ def _make_writable(tmp: Path) -> None:
 
 def _verify_view(root: Path, expected: dict[str, str], version_id: str) -> None:
     """Refuse the run if the runner changed, removed or added a file of the version's view."""
-    from tether.errors import VerificationError
     from tether.ids import digest_file
 
     for rel in sorted(expected):

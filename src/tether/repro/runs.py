@@ -55,6 +55,12 @@ class EvalRun:
         return self.record.evalset_snapshot
 
     @property
+    def evalset_from(self) -> str | None:
+        """The version whose eval set the run used, when it is not the evaluated version's own."""
+        value = self.summary.get("evalset_from")
+        return value if isinstance(value, str) else None
+
+    @property
     def created_at(self) -> str:
         return self.record.created_at
 
@@ -167,9 +173,15 @@ def list_run_records(project: Project, version_id: str | None = None, evalset: s
     return repository(project).list_runs(version_id=version_id, evalset=evalset)
 
 
-def latest_run(project: Project, version_id: str, evalset: str, ref: str | None = None) -> EvalRun:
-    """The newest stored run of a version on an eval set (the default baseline of ``repro check``)."""
+def latest_run(
+    project: Project, version_id: str, evalset: str, ref: str | None = None, evalset_snapshot: str | None = None
+) -> EvalRun:
+    """The newest stored run of a version on an eval set (the default baseline of ``repro check``);
+    with ``evalset_snapshot``, only runs over that content count (a run on another version's eval
+    set, ``eval run --evalset-from``, has the same name but other cases)."""
     records = list_run_records(project, version_id=version_id, evalset=evalset)
+    if evalset_snapshot is not None:
+        records = [record for record in records if record.evalset_snapshot == evalset_snapshot]
     if not records:
         shown = ref or version_id[:12]
         raise UsageError(
