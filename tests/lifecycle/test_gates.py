@@ -154,17 +154,21 @@ def test_a_rehearsal_older_than_the_tier_limit_no_longer_counts(deploy: DeployPr
 
 
 # ---- eval gate ---------------------------------------------------------------------------------------
-def _store_eval_run(root: Path, version_id: str, evalset: str, summary: dict) -> str:  # type: ignore[type-arg]
+def _store_eval_run(
+    root: Path, version_id: str, evalset: str, summary: dict, snapshot: str | None = None  # type: ignore[type-arg]
+) -> str:
+    """A run record as `eval run` stores it, over ``snapshot`` (default: the version's own eval set)."""
     from tether.meta.sql import EVAL_RUNS
 
-    run_id = digest_bytes(canonical_bytes({"version": version_id, "summary": summary}))
+    run_id = digest_bytes(canonical_bytes({"version": version_id, "summary": summary, "snapshot": snapshot}))
     with Project.open(root) as project, project.meta.transaction(write=True) as connection:  # type: ignore[attr-defined]
+        own = project.manifest(version_id).components.get(evalset, "0" * 64)
         connection.execute(
             EVAL_RUNS.insert().values(
                 run_id=run_id,
                 version_id=version_id,
                 evalset=evalset,
-                evalset_snapshot="0" * 64,
+                evalset_snapshot=snapshot or own,
                 created_at=_ago(0),
                 environment=None,
                 body="0" * 64,
@@ -200,9 +204,30 @@ def test_eval_gate_refuses_a_regression_beyond_the_margin(deploy: DeployProject)
     assert evidence["check"] == "mean_comparison"
 
 
+def test_eval_gate_compares_only_runs_over_the_candidates_eval_set(deploy: DeployProject) -> None:
+    """A candidate with another eval set is not compared with the current target's run over the old
+    one: the gate asks for the current target's run on the candidate's eval set, and uses it."""
+    v1, _ = _eval_project(deploy, 'evalset = "evals"\nmargin = 0.05')
+    deploy.write("evals/cases.jsonl", '{"id": "b", "input": "hey", "expected": "hello"}\n')
+    v3 = deploy.commit("v3: another eval set")
+    deploy.run("rollback", "prod", "--rehearse", "--from", v3)
+    with Project.open(deploy.root) as project:
+        snapshot = project.manifest(v3).components["evals"]
+    _store_eval_run(deploy.root, v1, "evals", {"mean_score": 0.60})
+    _store_eval_run(deploy.root, v3, "evals", {"mean_score": 0.80})
+    refused = deploy.run("promote", v3, "--to", "prod", code=1).stderr
+    assert f"no eval run of the current target {v1[:12]} on the candidate's eval set 'evals' (snapshot {snapshot[:12]}), only on other eval sets" in refused
+    assert refused.rstrip().endswith(f"; tether eval run {v1[:12]} --evalset-from {v3[:12]} --evalset evals")
+    _store_eval_run(deploy.root, v1, "evals", {"mean_score": 0.95}, snapshot=snapshot)
+    assert "mean_score 0.8 vs 0.95" in deploy.run("promote", v3, "--to", "prod", code=1).stderr
+    report = deploy.json("policy", "check", v3, "--to", "prod", code=1)
+    evidence = next(item for item in report["gates"] if item["gate"] == "eval")["evidence"]
+    assert evidence["evalset_snapshot"] == snapshot and evidence["baseline"]["value"] == 0.95
+
+
 def test_eval_gate_skips_a_current_target_without_the_eval_set(deploy: DeployProject) -> None:
-    """The version that introduces the eval set: the target it replaces cannot be evaluated on it
-    (`tether eval run` refuses it), so the gate has nothing to compare against, as for a first target."""
+    """The version that introduces the eval set: the target it replaces was never held to it, so
+    the gate has nothing to compare against, as for a first target."""
     v1 = deploy.commit("v1")
     deploy.run("promote", v1, "--to", "prod")
     deploy.write("evals/cases.jsonl", '{"id": "a", "input": "hi", "expected": "hello"}\n')

@@ -8,7 +8,9 @@ The eval gate compares the candidate with the alias's current target through an
 :class:`EvalCheck`: any callable taking an :class:`EvalGateRequest` and returning an
 :class:`EvalVerdict`. The built-in :func:`mean_comparison` compares the metric of the newest
 stored eval run of each version; a statistical engine plugs in through
-``[policy.eval_gate] check = "module:function"``.
+``[policy.eval_gate] check = "module:function"``. Both compare only runs over the same eval set
+content (:func:`paired_runs`): scores over other cases say nothing about each other, and a
+candidate could otherwise pass by editing its own eval set.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import UsageError, VerificationError
+
+if TYPE_CHECKING:
+    from tether.meta.evalruns import EvalRunRecord
 
 PASSED = "passed"
 FAILED = "failed"
@@ -48,7 +53,11 @@ class GateResult:
 
 @dataclass(frozen=True)
 class EvalGateRequest:
-    """What an eval check is asked: may ``candidate`` replace ``baseline`` on ``evalset``?"""
+    """What an eval check is asked: may ``candidate`` replace ``baseline`` on ``evalset``?
+
+    ``evalset_snapshot`` is the eval set content both runs must be over: the gate passes the
+    candidate's own (None: that of the candidate's newest run on ``evalset``).
+    """
 
     project: Any
     candidate: str
@@ -56,6 +65,7 @@ class EvalGateRequest:
     evalset: str
     metric: str
     margin: float
+    evalset_snapshot: str | None = None
 
 
 @dataclass
@@ -86,26 +96,57 @@ def metric_value(summary: dict[str, Any], metric: str) -> float | None:
     return float(value)
 
 
+def paired_runs(request: EvalGateRequest) -> tuple[EvalRunRecord, EvalRunRecord] | EvalVerdict:
+    """(candidate's, baseline's) newest eval run records over the same eval set snapshot, or a
+    failing verdict naming the ``tether eval run`` command that makes the missing run (the
+    baseline on the candidate's eval set: ``--evalset-from``)."""
+    from tether.meta.evalruns import eval_runs_of
+
+    repo = eval_runs_of(request.project.meta)
+    if repo is None:
+        return EvalVerdict(False, "the metadata backend does not store eval runs", {"evalset": request.evalset})
+    name = request.evalset
+    runs = {role: repo.list_runs(version_id=version_id, evalset=name)
+            for role, version_id in (("candidate", request.candidate), ("current target", request.baseline))}
+    snapshot = request.evalset_snapshot
+    source = request.candidate  # a version whose eval set `name` is `snapshot`
+    if snapshot is None and runs["candidate"]:
+        newest = runs["candidate"][-1]
+        snapshot, source = newest.evalset_snapshot, newest.summary_json().get("evalset_from") or request.candidate
+    found: list[EvalRunRecord] = []
+    for role, version_id in (("candidate", request.candidate), ("current target", request.baseline)):
+        same = [record for record in runs[role] if record.evalset_snapshot == snapshot]
+        if same:
+            found.append(same[-1])
+            continue
+        own = request.project.manifest(version_id).components.get(name)
+        command = f"tether eval run {version_id[:12]} --evalset {name}"
+        where = f"evalset '{name}'"
+        if snapshot is not None and own != snapshot:
+            command = f"tether eval run {version_id[:12]} --evalset-from {source[:12]} --evalset {name}"
+            where = f"the candidate's eval set '{name}' (snapshot {snapshot[:12]})"
+        other = ", only on other eval sets, which are not compared" if runs[role] else ""
+        return EvalVerdict(
+            False,
+            f"no eval run of the {role} {version_id[:12]} on {where}{other}",
+            {"evalset": name, "evalset_snapshot": snapshot},
+            fix=command,
+        )
+    return found[0], found[1]
+
+
 def mean_comparison(request: EvalGateRequest) -> EvalVerdict:
     """The candidate passes unless its metric is below the baseline's by more than the margin.
 
-    Reads the newest stored eval run of each version on the eval set (``tether eval run``).
+    Reads the newest stored eval run of each version over the same eval set (:func:`paired_runs`).
     """
-    from tether.meta.lifecycle import lifecycle_repository
-
-    repo = lifecycle_repository(request.project.meta)
+    pair = paired_runs(request)
+    if isinstance(pair, EvalVerdict):
+        return pair
     values: dict[str, float] = {}
     runs: dict[str, str] = {}
-    for role, version_id in (("candidate", request.candidate), ("baseline", request.baseline)):
-        found = repo.latest_eval_summary(version_id, request.evalset)
-        if found is None:
-            return EvalVerdict(
-                False,
-                f"no eval run of the {role} {version_id[:12]} on evalset '{request.evalset}'",
-                {"evalset": request.evalset},
-                fix=f"tether eval run {version_id[:12]} --evalset {request.evalset}",
-            )
-        run_id, summary = found
+    for role, record in zip(("candidate", "baseline"), pair, strict=True):
+        run_id, summary = record.run_id, record.summary_json()
         value = metric_value(summary, request.metric)
         if value is None:
             return EvalVerdict(
@@ -117,6 +158,7 @@ def mean_comparison(request: EvalGateRequest) -> EvalVerdict:
     delta = values["candidate"] - values["baseline"]
     evidence = {
         "evalset": request.evalset,
+        "evalset_snapshot": pair[0].evalset_snapshot,
         "metric": request.metric,
         "margin": request.margin,
         "candidate": {"run": runs["candidate"], "value": values["candidate"]},
@@ -301,14 +343,15 @@ def gate_eval(ctx: GateContext) -> GateResult:
             f"policy.eval_gate.evalset '{config.evalset}' is not an evalset component of {ctx.candidate[:12]}",
         )
     if ctx.project.manifest(ctx.current).kinds.get(config.evalset) != "evalset":
-        # The candidate introduces the eval set: `eval run` cannot evaluate the current target on
-        # it, so (as for a first target) there is nothing to compare against.
+        # The candidate introduces the eval set: the current target was never held to it, so (as
+        # for a first target) there is no bar to compare against.
         detail = f"the current target {ctx.current[:12]} of '{ctx.alias}' has no evalset '{config.evalset}' to compare against"
         return GateResult("eval", SKIPPED, detail)
     check: EvalCheck = mean_comparison
     if config.check:
         check = load_hook(config.check, ctx.project.root, "policy.eval_gate.check")
-    request = EvalGateRequest(ctx.project, ctx.candidate, ctx.current, config.evalset, config.metric, config.margin)
+    snapshot = manifest.components[config.evalset]  # the candidate's own eval set is the one judged on
+    request = EvalGateRequest(ctx.project, ctx.candidate, ctx.current, config.evalset, config.metric, config.margin, snapshot)
     verdict = check(request)
     evidence = {**verdict.evidence, "check": config.check or "mean_comparison"}
     return GateResult("eval", PASSED if verdict.passed else FAILED, verdict.detail, verdict.fix, evidence)

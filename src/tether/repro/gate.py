@@ -13,22 +13,19 @@ from typing import Any
 
 from tether.components.textdiff import plural
 from tether.errors import UsageError
-from tether.lifecycle.gates import EvalGateRequest, EvalVerdict
+from tether.lifecycle.gates import EvalGateRequest, EvalVerdict, paired_runs
 
 
 def non_inferiority(request: EvalGateRequest) -> EvalVerdict:
-    """Non-inferiority of the candidate's newest eval run against the current target's."""
+    """Non-inferiority of the candidate's newest eval run against the current target's, both over
+    the same eval set (:func:`~tether.lifecycle.gates.paired_runs`)."""
     from tether.repro.compare import compare_runs
-    from tether.repro.runs import latest_run
+    from tether.repro.runs import load_record
 
-    try:
-        baseline = latest_run(request.project, request.baseline, request.evalset)
-    except UsageError:
-        return _missing(request, "current target", request.baseline)
-    try:
-        candidate = latest_run(request.project, request.candidate, request.evalset)
-    except UsageError:
-        return _missing(request, "candidate", request.candidate)
+    pair = paired_runs(request)
+    if isinstance(pair, EvalVerdict):
+        return pair
+    candidate, baseline = (load_record(request.project, record) for record in pair)
     try:
         report = compare_runs(baseline, candidate, margin=request.margin)
     except UsageError as exc:
@@ -38,6 +35,7 @@ def non_inferiority(request: EvalGateRequest) -> EvalVerdict:
     evidence: dict[str, Any] = {
         "method": "non-inferiority (one-sided TOST bound, tether eval compare)",
         "evalset": request.evalset,
+        "evalset_snapshot": report.evalset_snapshot,
         "margin": request.margin,
         "baseline_run": report.run_a["run_id"],
         "candidate_run": report.run_b["run_id"],
@@ -55,13 +53,4 @@ def non_inferiority(request: EvalGateRequest) -> EvalVerdict:
         f"cannot rule out a regression beyond the margin: {shown}",
         evidence,
         fix="evaluate more cases or repeats (`tether eval run REF --repeat K`), or fix the regression",
-    )
-
-
-def _missing(request: EvalGateRequest, role: str, version_id: str) -> EvalVerdict:
-    return EvalVerdict(
-        False,
-        f"no eval run of the {role} {version_id[:12]} on evalset '{request.evalset}'",
-        {"evalset": request.evalset},
-        fix=f"tether eval run {version_id[:12]} --evalset {request.evalset}",
     )
