@@ -12,7 +12,7 @@ import pytest
 from tests.lifecycle.conftest import DeployProject
 from tether.errors import UsageError
 from tether.ids import canonical_bytes, digest_bytes
-from tether.lifecycle.gates import EvalGateRequest, mean_comparison, metric_value
+from tether.lifecycle.gates import EvalGateRequest, mean_comparison, metric_value, same_person
 from tether.lifecycle.policy import validate_section
 from tether.meta.lifecycle import lifecycle_repository
 from tether.project.core import Project
@@ -321,6 +321,34 @@ def test_regulated_requires_a_second_persons_approval(make_deploy: Callable[[str
     moved = json.loads(_promote_as_author(deploy, monkeypatch, v1, code=0, as_json=True).stdout)
     gate = next(item for item in moved["gates"] if item["gate"] == "approval")
     assert gate["status"] == "passed" and gate["evidence"]["approver"] == "Rita Reviewer <rita@example.com>"
+
+
+@pytest.mark.parametrize("promoter", ["Tess <tess@example.com> ", "tess <TESS@example.com>", "Tess T. <Tess@Example.com>"])
+def test_an_approval_by_the_promoter_under_another_spelling_does_not_count(
+    make_deploy: Callable[[str], DeployProject], monkeypatch: pytest.MonkeyPatch, promoter: str
+) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    monkeypatch.setenv("TETHER_AUTHOR", "Tess <tess@example.com>")
+    deploy.run("approve", v1, "--for", "prod")
+    monkeypatch.setenv("TETHER_AUTHOR", promoter)
+    result = deploy.run("promote", v1, "--to", "prod", "--reason", "launch", code=1)
+    assert "refused by the approval gate" in result.stderr and "cannot approve their own promotion" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Tess <tess@example.com>", " tess  <TESS@example.com> ", True),
+        ("Tess <tess@example.com>", "Tess Tester <tess@example.com>", True),  # one address, one person
+        ("Tess <tess@a.example>", "Tess <tess@b.example>", False),  # two addresses: two people of one name
+        ("Tess  Tester", "tess tester", True),  # no address: the name decides
+        ("Tess <>", "TESS", True),
+        ("Tess <tess@example.com>", "tess@host", False),
+    ],
+)
+def test_identities_compare_by_address_else_by_name(a: str, b: str, same: bool) -> None:
+    assert same_person(a, b) is same and same_person(b, a) is same
 
 
 def _promote_as_author(deploy: DeployProject, monkeypatch: pytest.MonkeyPatch, ref: str, code: int, as_json: bool = False):  # type: ignore[no-untyped-def]

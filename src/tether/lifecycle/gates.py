@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -366,12 +367,32 @@ def gate_reason(ctx: GateContext) -> GateResult:
     return GateResult("reason", PASSED, "reason given")
 
 
+_IDENTITY = re.compile(r"^(?P<name>.*?)\s*<(?P<email>[^<>]*)>\s*$", re.DOTALL)
+
+
+def _identity(author: str) -> tuple[str, str]:
+    """``(name, e-mail)`` of ``Name <e-mail>``, whitespace-normalized and case-folded ("" when absent)."""
+    match = _IDENTITY.match(author)
+    name, email = (match.group("name"), match.group("email")) if match else (author, "")
+    return " ".join(name.split()).casefold(), email.strip().casefold()
+
+
+def same_person(a: str, b: str) -> bool:
+    """Whether two author strings name one person: by e-mail address when both have one, else by
+    name. ``TETHER_AUTHOR`` is typed by hand, so case and spacing must not make the promoter
+    "someone else" who may approve their own promotion."""
+    (name_a, email_a), (name_b, email_b) = _identity(a), _identity(b)
+    if email_a and email_b:
+        return email_a == email_b
+    return name_a == name_b
+
+
 def gate_approval(ctx: GateContext) -> GateResult:
     """``regulated``: a second person approved this version for this alias."""
     if not ctx.policy.requires_approval:
         return GateResult("approval", SKIPPED, f"tier '{ctx.policy.tier}' does not require an approval")
     approvals = ctx.repo.approvals(ctx.candidate, ctx.alias)
-    others = [item for item in approvals if item.approver != ctx.actor]
+    others = [item for item in approvals if not same_person(item.approver, ctx.actor)]
     fix = f"another person runs: tether approve {ctx.candidate[:12]} --for {ctx.alias}"
     if not others:
         detail = f"no approval of {ctx.candidate[:12]} for '{ctx.alias}' by someone other than {ctx.actor}"
