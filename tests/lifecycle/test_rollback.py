@@ -82,6 +82,26 @@ def test_rollback_to_a_reference_and_errors(deploy: DeployProject) -> None:
     assert "would always match" in deploy.run("promote", v2, "--to", "prod", "--expect", "prod~1", code=2).stderr
 
 
+def test_rollback_to_a_version_the_alias_never_served_is_refused(deploy: DeployProject) -> None:
+    """``--to`` goes back through the alias's history; a version new to it must pass the gates."""
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    _promote_pair(deploy, v1, v2)
+    deploy.run("branch", "experiment")
+    deploy.run("checkout", "experiment")
+    deploy.write("tether.toml", deploy.read("tether.toml").replace("gpt-4o-2024-08-06", "gpt-4o"))
+    floating = deploy.commit("a floating model, never promoted")
+    result = deploy.run("rollback", "prod", "--to", floating, "--reason", "sneak it in", code=1)
+    assert result.stderr.strip() == (
+        f"tether: error: rollback --to {floating}: prod never served {floating[:12]}; "
+        f"a rollback goes back to an earlier target of prod: promote a new version with "
+        f"`tether promote {floating[:12]} --to prod` (it runs the gates)"
+    )
+    assert deploy.history()["current"] == v2 and len(deploy.history()["moves"]) == 2
+    assert deploy.json("rollback", "prod", "--to", v1)["to"] == v1  # served before: a rollback
+    assert deploy.json("rollback", "prod", "--to", v2)["to"] == v2  # so was the version the last one left
+
+
 def test_irreversible_migration_refuses_a_plain_rollback_and_force_is_recorded(deploy: DeployProject) -> None:
     v1 = deploy.commit("v1")
     deploy.write("migrations/002_up.sql", "ALTER TABLE tickets ADD COLUMN priority int;\n")

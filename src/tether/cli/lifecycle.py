@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
     def rollback(
         ctx: typer.Context,
         alias: Annotated[str, typer.Argument(help="The alias to move back.")],
-        to: Annotated[str | None, typer.Option("--to", help="Roll back to this version (default: the previous target).")] = None,
+        to: Annotated[str | None, typer.Option("--to", help="Roll back to a version this alias served before (default: the previous target).")] = None,
         rehearse: Annotated[
             bool, typer.Option("--rehearse", help="Do everything except moving the alias, and record it.")
         ] = False,

@@ -325,6 +325,8 @@ class Lifecycle:
         target = self.project.resolve(to_ref) if to_ref else self.previous_target(alias)
         if target == state.version_id:
             raise CheckFailedError(f"alias '{alias}' already points at {target[:12]}; nothing to roll back")
+        if to_ref is not None:
+            self._check_served(alias, to_ref, target)
         if self.policy.requires_reason and not reason:
             raise CheckFailedError("rollback refused: tier 'regulated' requires a reason on every move; add --reason R")
         report = check_reversibility(self.project, self.policy, state.version_id, target)
@@ -349,6 +351,17 @@ class Lifecycle:
         move = self._move(alias, target, "rollback", state, expected, reason, evidence, forced=force and bool(overridden))
         warnings = [f"{component}: {finding.message}" for component, finding in report.warnings]
         return MoveResult(move, report=report, warnings=warnings, seconds=time.perf_counter() - started)
+
+    def _check_served(self, alias: str, to_ref: str, target: str) -> None:
+        """Refuse ``rollback --to`` a version the alias never served: a rollback runs no promotion
+        gate (approval, pinned or retired model, eval, rehearsal), so only a version that went
+        through them for this alias may be returned to; anything else is a promotion."""
+        if any(move.to_version == target for move in self.repo.history(alias)):
+            return
+        raise CheckFailedError(
+            f"rollback --to {to_ref}: {alias} never served {target[:12]}; a rollback goes back to an earlier "
+            f"target of {alias}: promote a new version with `tether promote {target[:12]} --to {alias}` (it runs the gates)"
+        )
 
     def rehearse(self, alias: str, to_ref: str | None = None, from_ref: str | None = None) -> RehearsalResult:
         """Everything a rollback does except moving the alias; the result is recorded."""
