@@ -49,6 +49,16 @@ def test_query_by_request_range_and_version_reference(audit_project: AuditProjec
     assert run("audit", "query", "--request", "nothing").stdout.strip() == "no records"
 
 
+def test_purge_inside_the_retention_period_exits_1_naming_the_setting(audit_project: AuditProject) -> None:
+    audit_project.configure('checkpoint_export_interval = "24h"', tier="regulated")
+    record_day(audit_project)
+    result = audit_project.dir.run("audit", "purge", "--before", "2030-01-01", "--dry-run", code=1)
+    limit = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(days=3650)).date()
+    assert result.stderr.startswith(f"tether: error: purge refused: audit.retention_days = 3650 keeps every record for 3650 days: "
+                                    f"--before may be at most {limit}T")
+    assert len(result.stderr.strip().splitlines()) == 1 and "would purge" not in result.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["audit", "query"], "give --request ID"),
     (["audit", "query", "--subject", "42", "--at", "01/03/2026"], "--at '01/03/2026': expected a date"),

@@ -264,6 +264,26 @@ def test_purge_uses_the_retention_policy(audit_project: AuditProject) -> None:
         assert log.purge().purged == 1
 
 
+@pytest.mark.parametrize(("audit_toml", "tier", "days"), [
+    ('checkpoint_export_interval = "24h"', "regulated", 3650),  # the tier's default retention
+    ("retention_days = 30", None, 30),
+])
+def test_purge_before_a_date_inside_the_retention_period_is_refused(
+    audit_project: AuditProject, audit_toml: str, tier: str | None, days: int
+) -> None:
+    audit_project.configure(audit_toml, tier=tier)
+    now = _dt.datetime.now(_dt.UTC)
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        log.append(alias="prod", version_id=audit_project.v1, request_id="old", time=now - _dt.timedelta(days=days + 1))
+        log.append(alias="prod", version_id=audit_project.v1, request_id="today")
+        for dry_run in (True, False):
+            with pytest.raises(CheckFailedError, match=rf"purge refused: audit.retention_days = {days} keeps every record "
+                               rf"for {days} days: --before may be at most {(now - _dt.timedelta(days=days)).date()}T"):
+                log.purge(before=_dt.datetime(2030, 1, 1, tzinfo=_dt.UTC), dry_run=dry_run)
+        assert log.store.leaf_count() == 2
+        assert log.purge(before=now - _dt.timedelta(days=days, minutes=1)).purged == 1  # past retention: purged
+
+
 def test_jsonl_export_holds_reverifiable_leaves(audit_project: AuditProject) -> None:
     audit_project.configure('payloads = "output"')
     with AuditLog.open(audit_project.root, durability="sync") as log:

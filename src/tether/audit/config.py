@@ -4,7 +4,7 @@
 [audit]
 durability = "sync"                    # sync | batched   (default: sync in regulated, batched otherwise)
 payloads = "none"                      # none | input | output | both: whose content is kept (default none)
-retention_days = 3650                  # purge records older than this (default 3650 in regulated)
+retention_days = 3650                  # purge records older than this, never younger (default 3650 in regulated)
 checkpoint_export_interval = "24h"     # how often a checkpoint must be exported (required in regulated)
 origin = "example.com/support-bot"     # the checkpoint origin line (default tether.local/<project>/audit)
 batch_size = 4096                      # batched: the bounded queue's size

@@ -1252,14 +1252,21 @@ class AuditLog:
 
         Only a prefix of the log can go: the subtrees covering it are kept (so every later proof
         and root still computes), a checkpoint covering it is signed first, and the purge itself is
-        appended to the log as a record.
+        appended to the log as a record. Where a retention is set, ``before`` may not reach into it
+        (a dry run included): records younger than ``retention_days`` are kept, whatever date is given.
         """
+        days = self.settings.retention_days
+        limit = utc_now() - _dt.timedelta(days=days) if days is not None else None
         if before is None:
-            days = self.settings.retention_days
-            if days is None:
+            if limit is None:
                 raise UsageError("purge: no retention policy (set audit.retention_days in tether.toml or give --before)")
-            before = utc_now() - _dt.timedelta(days=days)
+            before = limit
         cutoff = format_time(before)
+        if limit is not None and before > limit:
+            raise CheckFailedError(
+                f"purge refused: audit.retention_days = {days} keeps every record for {days} days: "
+                f"--before may be at most {limit.strftime('%Y-%m-%dT%H:%M:%SZ')} (only older records may be purged)"
+            )
         self.flush()
         start = self.store.first_index()
         end = start
