@@ -371,6 +371,90 @@ def test_policy_check_explains_what_is_missing(make_deploy: Callable[[str], Depl
     assert deploy.run("history", "prod", code=2)  # policy check moved nothing
 
 
+# ---- the tier of a move: never looser than the tether.toml the versions recorded --------------------------
+def _approve(deploy: DeployProject, monkeypatch: pytest.MonkeyPatch, version_id: str) -> None:
+    monkeypatch.setenv("TETHER_AUTHOR", "Rita Reviewer <rita@example.com>")
+    deploy.run("approve", version_id, "--for", "prod")
+    monkeypatch.setenv("TETHER_AUTHOR", "Test Author <test@example.com>")
+
+
+def _lower_tier(deploy: DeployProject, new: str = 'tier = "lite"') -> None:
+    deploy.write("tether.toml", deploy.read("tether.toml").replace('tier = "regulated"', new))
+
+
+@pytest.mark.parametrize(("edit", "working"), [('tier = "lite"', "lite"), ("", "standard")])  # "": the default tier
+def test_an_uncommitted_tier_downgrade_does_not_loosen_a_move(
+    make_deploy: Callable[[str], DeployProject], edit: str, working: str
+) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    _lower_tier(deploy, edit)
+    why = f"tier 'regulated' governs: the target {v1[:12]} recorded it, stricter than the working tether.toml's '{working}'"
+    result = deploy.run("promote", v1, "--to", "prod", code=1)
+    assert "refused by the reason gate" in result.stderr and result.stderr.strip().endswith(f"({why})")
+    report = deploy.json("policy", "check", v1, "--to", "prod", "--reason", "launch", code=1)
+    assert (report["tier"], report["missing"]) == ("regulated", ["approval"])
+    assert report["governed_by"] == {"tier": "regulated", "version": v1, "why": why}
+    assert why in deploy.run("policy", "check", v1, "--to", "prod", code=1).stdout
+
+
+def test_a_damaged_recorded_tether_toml_falls_back_to_the_manifests_tier(make_deploy: Callable[[str], DeployProject]) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    _lower_tier(deploy)
+    with Project.open(deploy.root) as project:
+        corrupt_object(deploy.root, project.manifest(v1).project_file)  # type: ignore[arg-type]
+    report = deploy.json("policy", "check", v1, "--to", "prod", code=1)
+    assert report["tier"] == "regulated" and report["missing"] == ["reason", "approval"]
+
+
+def test_a_committed_tier_downgrade_takes_one_move_under_the_old_rules(
+    make_deploy: Callable[[str], DeployProject], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy = make_deploy("regulated")
+    deploy.add_policy("rollback_window = 4")
+    v1 = deploy.commit("v1")
+    _approve(deploy, monkeypatch, v1)
+    deploy.run("promote", v1, "--to", "prod", "--reason", "launch")
+    _lower_tier(deploy)
+    deploy.write("tether.toml", deploy.read("tether.toml").replace("rollback_window = 4", "rollback_window = 2"))
+    v2 = deploy.commit("v2: tier lite")
+    why = f"tier 'regulated' governs: prod's current version {v1[:12]} recorded it, stricter than the working tether.toml's 'lite'"
+    result = deploy.run("promote", v2, "--to", "prod", code=1)
+    assert "refused by the rehearsal gate" in result.stderr and why in result.stderr
+    report = deploy.json("policy", "check", v2, "--to", "prod", code=1)
+    assert (report["tier"], report["policy"]["rollback_window"]) == ("regulated", 4)  # the recorded policy
+    assert report["missing"] == ["rehearsal", "reason", "approval"]
+    _approve(deploy, monkeypatch, v2)
+    deploy.run("rollback", "prod", "--rehearse", "--from", v2)
+    promoted = deploy.run("promote", v2, "--to", "prod", "--reason", "lower the tier")
+    assert why in promoted.stdout and why in deploy.run("history", "prod").stdout
+    moved = deploy.history()["moves"][-1]
+    assert moved["evidence"]["tier"] == "regulated"
+    assert moved["evidence"]["governed_by"] == {"tier": "regulated", "version": v1, "why": why}
+    v3 = deploy.prompt_version("v3\n")
+    moved = deploy.json("promote", v3, "--to", "prod")  # lite from now on: no reason, approval or rehearsal
+    assert moved["evidence"]["tier"] == "lite" and "governed_by" not in moved["evidence"]
+
+
+def test_a_rollback_after_an_uncommitted_tier_downgrade_still_needs_a_reason(
+    make_deploy: Callable[[str], DeployProject], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy = make_deploy("regulated")
+    v1 = deploy.commit("v1")
+    v2 = deploy.prompt_version("v2\n")
+    for version_id in (v1, v2):
+        _approve(deploy, monkeypatch, version_id)
+    deploy.run("promote", v1, "--to", "prod", "--reason", "launch")
+    deploy.rehearse_and_promote(v2, "prod", "--reason", "v2")
+    _lower_tier(deploy)
+    why = f"tier 'regulated' governs: prod's current version {v2[:12]} recorded it, stricter than the working tether.toml's 'lite'"
+    result = deploy.run("rollback", "prod", code=1)
+    assert "requires a reason" in result.stderr and why in result.stderr
+    moved = deploy.json("rollback", "prod", "--reason", "incident 7")
+    assert moved["evidence"]["tier"] == "regulated" and moved["evidence"]["governed_by"]["version"] == v2
+
+
 # ---- the [policy] table ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("table", "message"),

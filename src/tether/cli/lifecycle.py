@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 emit_json(result.to_json())
                 return
+            _print_governed_by(result.move.evidence.get("governed_by"))
             for gate in result.gates:
                 typer.echo(f"  {gate.status:<8} {gate.gate:<14} {gate.detail}")
             for warning in result.warnings:
@@ -138,6 +139,7 @@ def register(app: typer.Typer) -> None:
                 emit_json(result.to_json())
                 return
             assert result.report is not None
+            _print_governed_by(result.move.evidence.get("governed_by"))
             print_reversibility(result.report)
             move = result.move
             forced = " (forced: irreversible findings overridden)" if move.forced else ""
@@ -207,6 +209,7 @@ def register(app: typer.Typer) -> None:
                     f"policy check: promote {_short(report.candidate)} to {alias} "
                     f"(tier {report.tier}; {alias} is at {_short(report.current)})"
                 )
+                _print_governed_by(report.governed_by)
                 for gate in report.gates:
                     mark = "FAILED" if gate.failed else gate.status
                     typer.echo(f"  {mark:<8} {gate.gate:<14} {gate.detail}")
@@ -216,6 +219,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo("ready: yes" if report.ready else f"ready: no (missing: {missing})")
             if not report.ready:
                 raise typer.Exit(1)
+
+
+def _print_governed_by(governed_by: dict[str, Any] | None) -> None:
+    """Why a move runs under a tier other than the working tether.toml's (a version's recorded one)."""
+    if governed_by:
+        typer.echo(f"  {governed_by['why']}")
 
 
 def _rehearse(lifecycle: Lifecycle, alias: str, to: str | None, from_: str | None, as_json: bool) -> None:
@@ -255,6 +264,9 @@ def _print_history(report: Any) -> None:
             )
             if item.reason:
                 typer.echo(f"{pad} reason: {item.reason}")
+            governed_by = item.evidence.get("governed_by")
+            if governed_by:
+                typer.echo(f"{pad} {governed_by['why']}")
             gates = [gate for gate in item.evidence.get("gates", []) if gate.get("status") != "skipped"]
             if gates:
                 typer.echo(f"{pad} gates: " + ", ".join(f"{gate['gate']} {gate['status']}" for gate in gates))

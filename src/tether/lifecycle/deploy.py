@@ -24,7 +24,7 @@ from tether.lifecycle.gates import (
     evaluate_gates,
     load_hook,
 )
-from tether.lifecycle.policy import Policy, check_tier_settings, load_policy
+from tether.lifecycle.policy import Policy, check_tier_settings, load_policy, recorded_policy, tier_rank
 from tether.lifecycle.reversibility import ReversibilityReport, check_reversibility
 from tether.meta.lifecycle import (
     AliasConflictError,
@@ -45,6 +45,23 @@ def check_alias_name(name: str, option: str = "--to") -> None:
         raise UsageError(f"{option} {name}: not a valid alias name: {problem}")
 
 
+@dataclass(frozen=True)
+class Governing:
+    """The policy a move runs under, and, when it is not the working ``tether.toml``'s, the
+    version whose recorded ``tether.toml`` it comes from and why."""
+
+    policy: Policy
+    version: str | None = None
+    why: str | None = None
+
+    def to_json(self) -> dict[str, Any] | None:
+        return {"tier": self.policy.tier, "version": self.version, "why": self.why} if self.why else None
+
+    def explain(self, message: str) -> str:
+        """``message`` with why the tier governs, when the working file's does not."""
+        return f"{message} ({self.why})" if self.why else message
+
+
 @dataclass
 class PolicyReport:
     """What promoting ``candidate`` to ``alias`` needs under the tier, and what is missing."""
@@ -55,6 +72,7 @@ class PolicyReport:
     current: str | None
     gates: list[GateResult]
     policy: Policy
+    governed_by: dict[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -74,6 +92,7 @@ class PolicyReport:
             "gates": [gate.to_json() for gate in self.gates],
             "missing": [gate.gate for gate in self.missing],
             "policy": self.policy.to_json(),
+            "governed_by": self.governed_by,
         }
 
 
@@ -190,11 +209,39 @@ class Lifecycle:
         except ReferenceNotFoundError as exc:
             raise UsageError(f"--expect {expect}: {exc}") from exc
 
-    def _context(self, alias: str, candidate: str, current: str | None, reason: str | None) -> GateContext:
+    def governing(self, alias: str, current: str | None, target: str) -> Governing:
+        """The policy a move of ``alias`` from ``current`` to ``target`` runs under: the strictest
+        tier among the working ``tether.toml`` and the copies those two versions recorded (ties go
+        to the working file, then to the current version). Editing the tier in the working file,
+        committed or not, so cannot loosen a move off or onto a version committed under a stricter
+        tier: lowering a tier takes one move under the old rules, as that version recorded them."""
+        governing = Governing(self.policy)
+        for version_id, which in ((current, f"{alias}'s current version"), (target, "the target")):
+            if version_id is None:
+                continue
+            recorded = recorded_policy(self.project, version_id)
+            if tier_rank(recorded.tier) > tier_rank(governing.policy.tier):
+                why = (
+                    f"tier '{recorded.tier}' governs: {which} {version_id[:12]} recorded it, "
+                    f"stricter than the working tether.toml's '{self.policy.tier}'"
+                )
+                governing = Governing(recorded, version_id, why)
+        return governing
+
+    @staticmethod
+    def _evidence(governing: Governing, **items: Any) -> dict[str, Any]:
+        evidence = {"tier": governing.policy.tier, **items}
+        if governing.why:
+            evidence["governed_by"] = governing.to_json()
+        return evidence
+
+    def _context(
+        self, alias: str, candidate: str, current: str | None, reason: str | None, policy: Policy
+    ) -> GateContext:
         return GateContext(
             project=self.project,
             repo=self.repo,
-            policy=self.policy,
+            policy=policy,
             alias=alias,
             candidate=candidate,
             current=current,
@@ -219,8 +266,9 @@ class Lifecycle:
         if state is None:
             self._check_new_alias(alias)
         current = state.version_id if state else None
-        gates = evaluate_gates(self._context(alias, candidate, current, reason))
-        return PolicyReport(self.policy.tier, alias, candidate, current, gates, self.policy)
+        governing = self.governing(alias, current, candidate)
+        gates = evaluate_gates(self._context(alias, candidate, current, reason, governing.policy))
+        return PolicyReport(governing.policy.tier, alias, candidate, current, gates, governing.policy, governing.to_json())
 
     def promote(self, ref: str, alias: str, reason: str | None = None, expect: str | None = None) -> MoveResult:
         """Move ``alias`` to ``ref`` when every gate of the tier passes (compare-and-swap)."""
@@ -240,14 +288,15 @@ class Lifecycle:
             raise CheckFailedError(f"--expect {expect}: alias '{alias}' is at {where}, not at {expected[:12]}; nothing moved")
         if candidate == current:
             raise CheckFailedError(f"alias '{alias}' already points at {candidate[:12]}; nothing moved")
-        gates = evaluate_gates(self._context(alias, candidate, current, reason))
+        governing = self.governing(alias, current, candidate)
+        gates = evaluate_gates(self._context(alias, candidate, current, reason, governing.policy))
         failed = [gate for gate in gates if gate.status == FAILED]
         if failed:
             first = failed[0]
             more = f" (and {len(failed) - 1} more: {', '.join(g.gate for g in failed[1:])})" if len(failed) > 1 else ""
             fix = f"; {first.fix}" if first.fix else ""
-            raise CheckFailedError(f"promote refused by the {first.gate} gate: {first.detail}{fix}{more}")
-        evidence = {"tier": self.policy.tier, "current": current, "gates": [gate.to_json() for gate in gates]}
+            raise CheckFailedError(governing.explain(f"promote refused by the {first.gate} gate: {first.detail}{fix}{more}"))
+        evidence = self._evidence(governing, current=current, gates=[gate.to_json() for gate in gates])
         move = self._move(alias, candidate, "promote", state, expected, reason, evidence)
         warnings = [
             f"rolling back from {candidate[:12]} will need --force --reason: the rehearsal found irreversible changes"
@@ -327,9 +376,13 @@ class Lifecycle:
             raise CheckFailedError(f"alias '{alias}' already points at {target[:12]}; nothing to roll back")
         if to_ref is not None:
             self._check_served(alias, to_ref, target)
-        if self.policy.requires_reason and not reason:
-            raise CheckFailedError("rollback refused: tier 'regulated' requires a reason on every move; add --reason R")
-        report = check_reversibility(self.project, self.policy, state.version_id, target)
+        governing = self.governing(alias, state.version_id, target)
+        policy = governing.policy
+        if policy.requires_reason and not reason:
+            raise CheckFailedError(
+                governing.explain("rollback refused: tier 'regulated' requires a reason on every move; add --reason R")
+            )
+        report = check_reversibility(self.project, policy, state.version_id, target)
         if report.blocking:
             component, finding = report.blocking[0]
             raise RollbackRefusedError(
@@ -343,11 +396,7 @@ class Lifecycle:
                 + "; override with --force --reason R",
                 report,
             )
-        evidence = {
-            "tier": self.policy.tier,
-            "reversibility": report.to_json(),
-            "overridden": overridden if force else [],
-        }
+        evidence = self._evidence(governing, reversibility=report.to_json(), overridden=overridden if force else [])
         move = self._move(alias, target, "rollback", state, expected, reason, evidence, forced=force and bool(overridden))
         warnings = [f"{component}: {finding.message}" for component, finding in report.warnings]
         return MoveResult(move, report=report, warnings=warnings, seconds=time.perf_counter() - started)

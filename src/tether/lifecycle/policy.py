@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 
 DEFAULT_ROLLBACK_WINDOW = 10
 DEFAULT_REHEARSAL_MAX_AGE_DAYS = 30.0
@@ -22,6 +22,7 @@ DEFAULT_REFRESH_SECONDS = 5.0
 DEFAULT_METRIC = "mean_score"
 DEFAULT_MARGIN = 0.02
 DEFAULT_PRODUCTION_ALIASES = ("prod",)
+TIER_ORDER = ("lite", "standard", "regulated")  # least to most strict
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _KEYS = {
@@ -221,3 +222,31 @@ def check_tier_settings(project_file: Any) -> None:
 def load_policy(project_file: Any) -> Policy:
     """The policy of a parsed :class:`~tether.project.projectfile.ProjectFile`."""
     return policy_from_sections(project_file.tier, project_file.sections)
+
+
+def tier_rank(tier: str) -> int:
+    """How strict a tier is: ``lite`` < ``standard`` < ``regulated``."""
+    return TIER_ORDER.index(tier)
+
+
+def recorded_policy(project: Any, version_id: str) -> Policy:
+    """The policy a version was committed under: the tier and tables of the ``tether.toml`` it
+    recorded, never looser than the tier its manifest records. A recorded file that is missing,
+    does not hash to its digest or no longer validates gives the manifest's tier with default
+    settings, so a damaged copy cannot loosen what governs a move."""
+    from tether.ids import digest_bytes
+    from tether.project.projectfile import PROJECT_FILE, parse_project_file
+    from tether.store.base import StoreError
+
+    manifest = project.manifest(version_id)
+    tier, sections = manifest.tier, {}
+    if manifest.project_file:
+        try:
+            raw = project.store.get_bytes(manifest.project_file)
+            if digest_bytes(raw) == manifest.project_file:
+                recorded = parse_project_file(raw, project.root / PROJECT_FILE, validate_components=False)
+                sections = recorded.sections
+                tier = max(tier, recorded.tier, key=tier_rank)
+        except (TetherError, StoreError, OSError):
+            pass
+    return policy_from_sections(tier, sections)

@@ -128,6 +128,11 @@ def load_project_file(path: Path, validate_components: bool = True) -> ProjectFi
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise UsageError(f"{path}: not found; run `tether init` first") from exc
+    return parse_project_file(raw, path, validate_components)
+
+
+def parse_project_file(raw: bytes, path: Path, validate_components: bool = True) -> ProjectFile:
+    """Validate ``tether.toml`` given as bytes (the working file's, or the copy a version recorded)."""
     data = parse_text(raw, path)
     for key in data:
         if key not in _TOP_KEYS:
