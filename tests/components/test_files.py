@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tether.components.base import ComponentError, FileEntry, PathEscapeError
+from tether.components.base import ComponentError, FileEntry, PathEscapeError, SourceMissingError
 from tether.components.files import FilesKind
 from tether.components.textdiff import TEXT_DIFF_MAX_BYTES, diff_entries, unified_diff
 
@@ -181,3 +181,82 @@ def test_symlinked_folder_outside(tree: KindTree, outside_file: Path) -> None:
     tree.symlink("assets/ext", outside_file.parent)
     with pytest.raises(PathEscapeError):
         tree.snapshot("files", {"path": "assets"})
+
+
+@pytest.mark.parametrize("special", ["fifo", "socket"])
+def test_special_file_in_folder_is_an_error_not_a_hang(tree: KindTree, special: str) -> None:
+    """A FIFO blocked the snapshot forever (opened for reading) and a socket raised a traceback."""
+    import socket
+
+    tree.write("assets/a.txt", "a")
+    path = tree.root / "assets" / "special"
+    if special == "fifo":
+        os.mkfifo(path)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    kind = 'FIFO' if special == 'fifo' else 'socket'
+    with pytest.raises(ComponentError, match=rf"'assets/special' is not a regular file \(a {kind}\)"):
+        tree.snapshot("files", {"path": "assets"})
+    with pytest.raises(ComponentError, match=r"'assets/special' is not a regular file"):
+        tree.snapshot("files", {"paths": ["assets/*"]})
+
+
+@pytest.mark.parametrize("target", ["..", "../..", "."])
+def test_symlink_loop_inside_the_project_is_an_error(tree: KindTree, target: str) -> None:
+    """A symlinked folder leading back to a folder it is in was followed until ELOOP (traceback)."""
+    tree.write("assets/sub/a.txt", "a")
+    tree.symlink("assets/sub/up", Path(target))
+    with pytest.raises(ComponentError, match=r"'assets/sub/up' is a symlink loop"):
+        tree.snapshot("files", {"path": "assets"})
+
+
+def test_symlink_cycle_through_two_links_is_an_error(tree: KindTree) -> None:
+    tree.write("assets/a/x.txt", "a")
+    tree.write("assets/b/y.txt", "b")
+    tree.symlink("assets/a/to_b", Path("../b"))
+    tree.symlink("assets/b/to_a", Path("../a"))
+    with pytest.raises(ComponentError, match=r"symlink loop"):
+        tree.snapshot("files", {"path": "assets"})
+
+
+def test_self_referencing_symlink_is_an_error(tree: KindTree) -> None:
+    tree.write("assets/a.txt", "a")
+    tree.symlink("assets/self", Path("self"))
+    with pytest.raises(ComponentError, match=r"'assets/self' is a symlink loop"):
+        tree.snapshot("files", {"path": "assets"})
+
+
+def test_symlinked_folder_twice_is_no_loop(tree: KindTree) -> None:
+    tree.write("assets/real/a.txt", "a")
+    tree.symlink("assets/one", Path("real"))
+    tree.symlink("assets/two", Path("real"))
+    snap = tree.snapshot("files", {"path": "assets"})
+    assert [entry.path for entry in snap.files] == ["assets/one/a.txt", "assets/real/a.txt", "assets/two/a.txt"]
+
+
+def test_dangling_symlink_is_named_as_such(tree: KindTree) -> None:
+    """It was reported as "does not exist" (status: the component "missing") while `ls` shows it."""
+    tree.write("assets/a.txt", "a")
+    tree.symlink("assets/gone", Path("nowhere.txt"))
+    with pytest.raises(ComponentError, match=r"'assets/gone' is a dangling symlink \(to 'nowhere.txt', which does not exist\)") as info:
+        tree.snapshot("files", {"path": "assets"})
+    assert not isinstance(info.value, SourceMissingError)
+
+
+def test_file_name_that_is_not_utf8_is_an_error(tree: KindTree) -> None:
+    """Such a name crashed commit with a UnicodeEncodeError traceback while encoding the snapshot."""
+    tree.write("assets/a.txt", "a")
+    (tree.root / "assets").joinpath(os.fsdecode(b"bad\xffname.txt")).write_bytes(b"x")
+    with pytest.raises(ComponentError, match=r"'assets/bad\\xffname.txt': file name is not valid UTF-8"):
+        tree.snapshot("files", {"path": "assets"})
+
+
+def test_symlink_loop_under_a_recursive_glob_is_an_error(tree: KindTree) -> None:
+    """``glob`` followed the loop through every nesting until ELOOP, exponentially with two links."""
+    tree.write("assets/real/a.md", "a")
+    tree.symlink("assets/linked", Path("real"))
+    tree.symlink("assets/real/up", Path(".."))
+    with pytest.raises(ComponentError, match=r"is a symlink loop"):
+        tree.snapshot("files", {"paths": ["assets/**/*.md"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
@@ -121,7 +122,17 @@ class WorkingTree(SnapshotContext):
         lexical = Path(os.path.normpath(candidate))
         if not self._inside(lexical):
             raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' leaves the project folder")
-        real = candidate.resolve()
+        try:
+            rel_path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(rel_path).decode("utf-8", "backslashreplace")
+            raise ComponentError(
+                f"{self.project_file}: {field_name}: '{shown}': file name is not valid UTF-8; rename it"
+            ) from None
+        try:
+            real = candidate.resolve()
+        except RuntimeError:  # Python < 3.13 on a symlink loop
+            raise self._loop(rel_path, field_name) from None
         if not self._inside(real):
             raise PathEscapeError(
                 f"{self.project_file}: {field_name}: '{rel_path}' is a symlink pointing outside the project folder"
@@ -129,12 +140,32 @@ class WorkingTree(SnapshotContext):
         try:
             st = candidate.stat()
         except FileNotFoundError:
+            if candidate.is_symlink():
+                raise ComponentError(
+                    f"{self.project_file}: {field_name}: '{rel_path}' is a dangling symlink "
+                    f"(to '{os.readlink(candidate)}', which does not exist)"
+                ) from None
             raise SourceMissingError(f"{self.project_file}: {field_name}: '{rel_path}' does not exist") from None
         except PermissionError:
             raise permission_denied(rel_path) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._loop(rel_path, field_name) from None
+            raise
         if stat.S_ISREG(st.st_mode):
             self._observe(rel_path, st)
+        elif not stat.S_ISDIR(st.st_mode):
+            # Reading a FIFO blocks forever, a socket cannot be opened, a device has no end.
+            raise ComponentError(
+                f"{self.project_file}: {field_name}: '{rel_path}' is not a regular file "
+                f"(a {_special_kind(st.st_mode)}); only files and folders are versioned"
+            )
         return candidate
+
+    def _loop(self, rel_path: str, field_name: str) -> ComponentError:
+        return ComponentError(
+            f"{self.project_file}: {field_name}: '{rel_path}' is a symlink loop (it leads back to a folder it is in)"
+        )
 
     def relative(self, path: Path) -> str:
         return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
@@ -149,11 +180,15 @@ class WorkingTree(SnapshotContext):
             raise UsageError(f"{folder}/: permission denied (folder cannot be read)") from None
         raise UsageError(f"{folder}/: folder cannot be read ({error.strerror})") from None
 
-    def _walk(self, folder: Path, field_name: str) -> list[str]:
+    def _walk(self, folder: Path, field_name: str, enclosing: tuple[str, ...] = (), files: bool = True) -> list[str]:
+        """Files below ``folder``; symlinked folders are followed, but one leading back to a folder
+        being walked (``enclosing``: the real paths of the folders walked so far) is a loop.
+        With ``files`` False, only the folders a ``**`` glob descends into are checked for loops."""
+        enclosing = (*enclosing, os.path.realpath(folder))
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(folder, onerror=self._unreadable_folder, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
-            for name in filenames:
+            dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS and (files or not d.startswith(".")))
+            for name in filenames if files else ():
                 if is_temporary_name(name):
                     continue  # tether's own staging file, never part of a snapshot
                 full = Path(dirpath) / name
@@ -165,7 +200,10 @@ class WorkingTree(SnapshotContext):
                 if full.is_symlink():
                     rel = self.relative(full)
                     self.resolve(rel, field_name)
-                    found.extend(self._walk(full, field_name))
+                    target = os.path.realpath(full)
+                    if any(_within(walked, target) for walked in (*enclosing, os.path.realpath(dirpath))):
+                        raise self._loop(rel, field_name)
+                    found.extend(self._walk(full, field_name, enclosing, files))
         return found
 
     def expand(self, patterns: Iterable[str], field_name: str) -> list[str]:
@@ -185,6 +223,7 @@ class WorkingTree(SnapshotContext):
                 if ".." in Path(pattern).parts:
                     raise PathEscapeError(f"{self.project_file}: {field_name}: '{pattern}' leaves the project folder")
                 self._check_glob_folders(self.root, Path(pattern).parts)
+                self._check_glob_loops(Path(pattern).parts, field_name)
                 matched = sorted(glob.glob(str(self.root / pattern), recursive=True))
                 files = []
                 for match in matched:
@@ -208,6 +247,19 @@ class WorkingTree(SnapshotContext):
                 else:
                     results.add(self.relative(resolved) if not resolved.is_symlink() else Path(pattern).as_posix())
         return sorted(results)
+
+    def _check_glob_loops(self, parts: tuple[str, ...], field_name: str) -> None:
+        """A ``**`` glob follows symlinked folders: through a loop it would list paths nesting the
+        loop until the OS refuses, exponentially many with two links. Name the loop instead."""
+        if "**" not in parts:
+            return
+        base = self.root
+        for part in parts:
+            if any(ch in _GLOB_CHARS for ch in part):
+                break
+            base = base / part
+        if base.is_dir():
+            self._walk(base, field_name, files=False)
 
     def _list_folder(self, folder: Path) -> list[os.DirEntry[str]]:
         try:
@@ -337,6 +389,24 @@ class WorkingTree(SnapshotContext):
             return path.read_bytes()
         except PermissionError:
             raise permission_denied(rel_path) from None
+
+
+def _within(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or below it (both real, absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _special_kind(mode: int) -> str:
+    """What a non-regular, non-folder file is, for an error message."""
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
 
 
 def _descends(entry: os.DirEntry[str]) -> bool:
