@@ -341,3 +341,29 @@ def test_compose_leaves_the_tree_exactly_at_the_new_version(project_dir: Project
     assert not (project_dir.root / "docs" / "b.md").exists()
     assert project_dir.read("docs/a.md") == "a\n"
     assert json.loads(project_dir.run("status", "--json").stdout)["clean"]
+
+
+# ---- 8. file trees at the edges ----------------------------------------------------------------------
+
+
+def test_a_file_with_a_name_of_the_longest_length_checks_out(prompt_project: ProjectDir, tmp_path: Path) -> None:
+    """The staging name (``.NAME.tether-tmp``) outgrew the 255-byte limit: checkout crashed."""
+    name = "x" * 251 + ".txt"
+    prompt_project.write(f"notes/{name}", "long\n")
+    prompt_project.run("add", "files", "notes", "notes/")
+    version = prompt_project.run("commit", "-m", "long").stdout.strip()
+    out = tmp_path / "out"
+    prompt_project.run("checkout", version, "--dir", str(out))
+    assert (out / "notes" / name).read_text() == "long\n"
+    (prompt_project.root / "notes" / name).write_text("edited\n")
+    prompt_project.run("checkout", "HEAD", "--force")
+    assert prompt_project.read(f"notes/{name}") == "long\n"
+    assert os.listdir(prompt_project.root / "notes") == [name]
+
+
+def test_staging_names_stay_within_the_name_limit() -> None:
+    for length in (1, 200, 243, 244, 255):
+        staged = staging_path(Path("/x") / ("é" * (length // 2) + "a" * (length % 2))).name
+        assert len(staged.encode()) <= 255 and is_temporary_name(staged)
+    assert staging_path("/x/" + "a" * 250) != staging_path("/x/" + "a" * 249 + "b")
+

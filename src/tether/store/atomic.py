@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 #: ``.NAME.<random>.tether-tmp``. Snapshots never record such names, and checkout and gc remove
 #: the ones a killed process left behind.
 TEMPORARY_SUFFIX = ".tether-tmp"
+#: the longest file name (in bytes) the usual Linux and macOS file systems accept
+NAME_MAX = 255
 _TEMPORARY_NAME = re.compile(
     r"\..+\.tether-tmp"  # a staging file or an atomic write's temporary file
     r"(\.[0-9a-f]{16}\.tmp)?"  # older tethers: the store's own temporary file inside a staging name
@@ -26,9 +29,20 @@ def is_temporary_name(name: str) -> bool:
 
 def staging_path(final: str | os.PathLike[str]) -> Path:
     """Where ``final``'s bytes are written before being renamed into place: one predictable name
-    per target, so a killed writer leaves at most one file, which the next writer recognizes."""
+    per target, so a killed writer leaves at most one file, which the next writer recognizes.
+
+    A name too long for the file system once the prefix and suffix are added (over
+    :data:`NAME_MAX` bytes) is shortened and tagged with a digest of the whole name, so a file
+    with a name of the longest allowed length can still be staged, still under one name.
+    """
     target = Path(final)
-    return target.with_name(f".{target.name}{TEMPORARY_SUFFIX}")
+    name = f".{target.name}{TEMPORARY_SUFFIX}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        raw = os.fsencode(target.name)
+        tag = hashlib.blake2b(raw, digest_size=8).hexdigest()
+        keep = NAME_MAX - len(TEMPORARY_SUFFIX) - len(tag) - 2  # the leading '.' and the '~'
+        name = f".{raw[:keep].decode('utf-8', 'ignore')}~{tag}{TEMPORARY_SUFFIX}"
+    return target.with_name(name)
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
