@@ -367,3 +367,20 @@ def test_staging_names_stay_within_the_name_limit() -> None:
         assert len(staged.encode()) <= 255 and is_temporary_name(staged)
     assert staging_path("/x/" + "a" * 250) != staging_path("/x/" + "a" * 249 + "b")
 
+
+def test_checkout_restores_the_executable_bit_of_unchanged_bytes(prompt_project: ProjectDir) -> None:
+    """Two versions differing only in a file's mode: checkout kept the mode, the tree drifted."""
+    prompt_project.write("bin/run.sh", "#!/bin/sh\necho hi\n")
+    prompt_project.run("add", "files", "scripts", "bin/")
+    prompt_project.run("commit", "-m", "plain")
+    os.chmod(prompt_project.root / "bin" / "run.sh", 0o755)
+    status = json.loads(prompt_project.run("status", "--json").stdout)
+    assert status["components"][2]["files"] == [{"path": "bin/run.sh", "change": "mode"}]
+    prompt_project.run("commit", "-m", "executable")
+    prompt_project.run("checkout", "HEAD~1")
+    assert not os.access(prompt_project.root / "bin" / "run.sh", os.X_OK)
+    assert json.loads(prompt_project.run("status", "--json").stdout)["clean"]
+    prompt_project.run("checkout", "main")
+    assert os.access(prompt_project.root / "bin" / "run.sh", os.X_OK)
+    assert json.loads(prompt_project.run("status", "--json").stdout)["clean"]
+

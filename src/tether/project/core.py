@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -832,7 +833,7 @@ class Project:
             path = self.root / rel
             if not os.path.lexists(path):
                 continue
-            if rel in wanted and path.is_file() and not path.is_symlink() and self._holds(self.root, rel, wanted[rel]):
+            if rel in wanted and path.is_file() and not path.is_symlink() and self._holds(self.root, rel, wanted[rel], mode=False):
                 continue
             if path.is_dir() and not path.is_symlink():
                 if rel in wanted:  # a folder where the target has a file: every file in it would go
@@ -960,12 +961,15 @@ class Project:
         except ValueError:
             return text
 
-    def _holds(self, target_root: Path, rel: str, entry: FileEntry) -> bool:
-        """True when the destination file already has the entry's bytes (stat-cached in the tree)."""
+    def _holds(self, target_root: Path, rel: str, entry: FileEntry, mode: bool = True) -> bool:
+        """True when the destination file already has the entry's bytes (stat-cached in the tree)
+        and, with ``mode``, its executable bit: a file whose mode alone differs is written again."""
         try:
             if target_root == self.root:
-                return self.tree.file_entry(rel).digest == entry.digest
-            if entry.size and (target_root / rel).stat().st_size != entry.size:
+                found = self.tree.file_entry(rel)
+                return found.digest == entry.digest and (not mode or found.executable == entry.executable)
+            st = (target_root / rel).stat()
+            if (entry.size and st.st_size != entry.size) or (mode and bool(st.st_mode & stat.S_IXUSR) != entry.executable):
                 return False
             return digest_file(target_root / rel)[0] == entry.digest
         except (OSError, ComponentError, TetherError):  # unreadable or odd: it is not proven to hold them
@@ -1268,16 +1272,20 @@ def _neg_time(time: str) -> str:
 
 
 def _file_changes(old: Snapshot, new: Snapshot) -> list[dict[str, str]]:
-    old_files = {entry.path: entry.digest for entry in old.files}
-    new_files = {entry.path: entry.digest for entry in new.files}
+    """Files added, removed, with other bytes (``content``) or only another mode (``mode``: the
+    executable bit, which the snapshot records too)."""
+    old_files = {entry.path: entry for entry in old.files}
+    new_files = {entry.path: entry for entry in new.files}
     changes = []
     for path in sorted(set(old_files) | set(new_files)):
         if path not in new_files:
             changes.append({"path": path, "change": "removed"})
         elif path not in old_files:
             changes.append({"path": path, "change": "added"})
-        elif old_files[path] != new_files[path]:
+        elif old_files[path].digest != new_files[path].digest:
             changes.append({"path": path, "change": "content"})
+        elif old_files[path].executable != new_files[path].executable:
+            changes.append({"path": path, "change": "mode"})
     return changes
 
 
