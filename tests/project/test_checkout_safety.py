@@ -62,7 +62,7 @@ def test_checkout_refuses_to_overwrite_an_untracked_file(extra_project: ProjectD
 def test_an_untracked_file_holding_the_target_bytes_is_no_conflict(extra_project: ProjectDir) -> None:
     wanted = (extra_project.root / "extra" / "x.safetensors").read_bytes()
     extra_project.run("checkout", "HEAD~1")
-    (extra_project.root / "extra" / "x.safetensors").write_bytes(wanted)
+    extra_project.write("extra/x.safetensors", wanted)  # extra/ went with its last file
     extra_project.run("checkout", "main")
     assert (extra_project.root / "extra" / "x.safetensors").read_bytes() == wanted
 
@@ -384,3 +384,44 @@ def test_checkout_restores_the_executable_bit_of_unchanged_bytes(prompt_project:
     assert os.access(prompt_project.root / "bin" / "run.sh", os.X_OK)
     assert json.loads(prompt_project.run("status", "--json").stdout)["clean"]
 
+
+def test_checkout_where_a_file_became_a_folder(prompt_project: ProjectDir) -> None:
+    """A tracked file in the way of the target's folder was refused ("a file is in the way")."""
+    prompt_project.write("data/table", "a file\n")
+    prompt_project.run("add", "files", "data", "data/")
+    prompt_project.run("commit", "-m", "file")
+    (prompt_project.root / "data" / "table").unlink()
+    prompt_project.write("data/table/part1.csv", "1\n")
+    prompt_project.write("data/table/sub/part2.csv", "2\n")
+    prompt_project.run("commit", "-m", "folder")
+    prompt_project.run("checkout", "HEAD~1")
+    assert prompt_project.read("data/table") == "a file\n"
+    prompt_project.run("checkout", "main")
+    assert prompt_project.read("data/table/part1.csv") == "1\n"
+    assert prompt_project.read("data/table/sub/part2.csv") == "2\n"
+    assert json.loads(prompt_project.run("status", "--json").stdout)["clean"]
+
+
+def test_a_file_in_the_way_with_local_changes_is_refused(prompt_project: ProjectDir) -> None:
+    prompt_project.write("data/table", "a file\n")
+    prompt_project.run("add", "files", "data", "data/")
+    prompt_project.run("commit", "-m", "file")
+    (prompt_project.root / "data" / "table").unlink()
+    prompt_project.write("data/table/part1.csv", "1\n")
+    prompt_project.run("commit", "-m", "folder")
+    prompt_project.run("checkout", "HEAD~1")
+    prompt_project.write("data/table", "edited\n")
+    prompt_project.run("checkout", "main", code=1)
+    assert prompt_project.read("data/table") == "edited\n"
+
+
+def test_checkout_removes_folders_it_emptied(prompt_project: ProjectDir) -> None:
+    """Files of a removed component went, their (now empty) folders stayed behind."""
+    prompt_project.run("commit", "-m", "A")
+    prompt_project.write("kb/a/b/doc.md", "# doc\n")
+    prompt_project.write("kb/keep/mine.txt", "untracked\n")
+    prompt_project.run("add", "files", "kb", "kb/a")
+    prompt_project.run("commit", "-m", "B")
+    prompt_project.run("checkout", "HEAD~1")
+    assert sorted(os.listdir(prompt_project.root / "kb")) == ["keep"]
+    assert prompt_project.read("kb/keep/mine.txt") == "untracked\n"

@@ -767,13 +767,8 @@ class Project:
             self._refuse_overwrites(wanted, stale, current)
         previous_branch = self.current_branch()
         stale_folders = [(self.root / rel).parent for rel in stale if is_posix_relative(rel)]
-        written = self._materialize(self.root, wanted, clean_folders=stale_folders)
-        removed = 0
-        for rel in sorted(stale):
-            path = self.root / rel
-            if is_posix_relative(rel) and path.is_file():
-                path.unlink()
-                removed += 1
+        written = self._materialize(self.root, wanted, clean_folders=stale_folders, replaceable=stale)
+        removed = self._remove_stale(stale)
         # "HEAD" (say, `checkout HEAD --force` to discard edits) keeps the current branch checked out.
         branch = previous_branch if ref == "HEAD" else (ref if self.meta.get_branch(ref) == version_id else None)
         left_behind = None
@@ -870,8 +865,38 @@ class Project:
             pending.extend(self.meta.get_parents(candidate))
         return False
 
+    def _remove_stale(self, stale: set[str]) -> int:
+        """Remove the current version's files the new one does not have, then the folders that
+        leaves empty (as Git does; a folder holding anything else stays). Returns how many went,
+        counting a file the checkout already replaced with a folder."""
+        removed = 0
+        emptied: set[Path] = set()
+        for rel in sorted(stale):
+            path = self.root / rel
+            if not is_posix_relative(rel):
+                continue
+            if path.is_file():
+                path.unlink()
+                removed += 1
+                emptied.add(path.parent)
+            elif path.is_dir() and not path.is_symlink():
+                removed += 1  # a file in the way of the new version's folder, removed when placing
+        for folder in sorted(emptied, key=lambda item: len(item.parts), reverse=True):
+            while folder != self.root and folder.is_relative_to(self.root) and not folder.is_symlink():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty (or not ours to remove): the folders above it stay too
+                folder = folder.parent
+        return removed
+
     def _materialize(
-        self, target_root: Path, entries: dict[str, FileEntry], link: bool = False, clean_folders: list[Path] | None = None
+        self,
+        target_root: Path,
+        entries: dict[str, FileEntry],
+        link: bool = False,
+        clean_folders: list[Path] | None = None,
+        replaceable: set[str] | None = None,
     ) -> int:
         """Stage every entry (verified) next to its destination, then move them all into place.
 
@@ -880,6 +905,8 @@ class Project:
         file is staged under one predictable name (``.NAME.tether-tmp``): in the working tree,
         the leftovers of a killed checkout in the folders written to (and ``clean_folders``) are
         removed first, holding the checkout lock so gc never takes a staging file in use.
+        ``replaceable`` are files the checkout removes anyway (checked by the caller): one in the
+        way of an entry's folder (a file that became a folder) is removed when placing.
         """
         if target_root != self.root:
             return self._stage_and_place(target_root, entries, link, undo_placed=True)
@@ -892,12 +919,21 @@ class Project:
             remove_temporaries(folders, None if alone else STALE_TEMPORARY_SECONDS)
 
         with checkout_lock(self.dot, clean):
-            return self._stage_and_place(target_root, entries, link, undo_placed=False)
+            return self._stage_and_place(target_root, entries, link, undo_placed=False, replaceable=replaceable)
 
-    def _stage_and_place(self, target_root: Path, entries: dict[str, FileEntry], link: bool, undo_placed: bool) -> int:
+    def _stage_and_place(
+        self,
+        target_root: Path,
+        entries: dict[str, FileEntry],
+        link: bool,
+        undo_placed: bool,
+        replaceable: set[str] | None = None,
+    ) -> int:
         """Stage, then rename into place. On failure the staging files and the folders created
-        for them are removed; with ``undo_placed`` (a new --dir) so are the files already placed."""
-        staged: list[tuple[Path, Path, FileEntry]] = []
+        for them are removed; with ``undo_placed`` (a new --dir) so are the files already placed.
+        An entry whose folder is a ``replaceable`` file is staged beside that file, which is
+        removed only when placing (nothing changes unless every file verified)."""
+        staged: list[tuple[Path, Path, FileEntry, Path | None]] = []
         created: list[Path] = []
         placed: list[Path] = []
         try:
@@ -907,10 +943,14 @@ class Project:
                     continue
                 created.extend(_missing_folders(final.parent))
                 staging = staging_path(final)
+                blocker = None
                 try:
                     final.parent.mkdir(parents=True, exist_ok=True)
                 except (FileExistsError, NotADirectoryError) as exc:
-                    raise CheckFailedError(f"{rel}: a file is in the way of its folder; nothing was changed") from exc
+                    blocker = _file_in_the_way(target_root, rel, replaceable or set())
+                    if blocker is None:
+                        raise CheckFailedError(f"{rel}: a file is in the way of its folder; nothing was changed") from exc
+                    staging = staging_path(blocker.parent / f"{blocker.name}~{digest_bytes(rel.encode())[:16]}")
                 except PermissionError as exc:
                     raise UsageError(f"{self._shown(exc.filename or final.parent)}: permission denied") from exc
                 try:
@@ -928,19 +968,24 @@ class Project:
                     raise UsageError(f"{rel}: {exc}") from exc
                 except PermissionError as exc:
                     raise UsageError(f"{self._shown(exc.filename or final)}: permission denied") from exc
-                staged.append((staging, final, entry))
+                staged.append((staging, final, entry, blocker))
                 if link:
                     if entry.executable:
                         os.chmod(staging, 0o555)
                 else:
                     os.chmod(staging, 0o755 if entry.executable else 0o644)
-            for staging, final, _ in staged:
+            for staging, final, _, blocker in staged:
+                if blocker is not None:
+                    if os.path.lexists(blocker) and not blocker.is_dir():
+                        blocker.unlink()
+                    created.extend(_missing_folders(final.parent))
+                    final.parent.mkdir(parents=True, exist_ok=True)
                 if final.is_dir() and not final.is_symlink():
                     shutil.rmtree(final)
                 os.replace(staging, final)
                 placed.append(final)
         except BaseException:
-            for staging, _, _ in staged:
+            for staging, _, _, _ in staged:
                 with suppress(FileNotFoundError):
                     staging.unlink()
             if undo_placed:
@@ -1086,11 +1131,8 @@ class Project:
         )
         if on_checked_out:
             stale_folders = [(self.root / rel).parent for rel in stale if is_posix_relative(rel)]
-            self._materialize(self.root, entries, clean_folders=stale_folders)
-            for rel in sorted(stale):
-                path = self.root / rel
-                if is_posix_relative(rel) and path.is_file():
-                    path.unlink()
+            self._materialize(self.root, entries, clean_folders=stale_folders, replaceable=stale)
+            self._remove_stale(stale)
             self.reload()
             self._mark_synced(result.version_id)
         return result
@@ -1296,6 +1338,19 @@ def _missing_folders(folder: Path) -> list[Path]:
         missing.insert(0, folder)
         folder = folder.parent
     return missing
+
+
+def _file_in_the_way(root: Path, rel: str, replaceable: set[str]) -> Path | None:
+    """The file (not folder) that stands where a folder of ``rel`` must go, when it is one the
+    checkout removes anyway (in ``replaceable``); None when nothing, or something else, is there."""
+    parts = rel.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        folder = "/".join(parts[:depth])
+        path = root / folder
+        if path.is_dir():
+            continue
+        return path if os.path.lexists(path) and folder in replaceable else None
+    return None
 
 
 def _name_some(paths: list[str], limit: int = 5) -> str:
