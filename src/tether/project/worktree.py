@@ -78,6 +78,7 @@ class WorkingTree(SnapshotContext):
 
     def __init__(self, root: str | os.PathLike[str], cache: StatCache | None = None, project_file: str = "tether.toml"):
         self.root = Path(root).resolve()
+        self._root_text = str(self.root)
         self.cache = cache
         self.project_file = project_file
         #: what snapshots consulted, for the clean-tree certificate (see tether.project.clean):
@@ -106,12 +107,9 @@ class WorkingTree(SnapshotContext):
             raise self._changed(rel_path)
 
     # -- paths -------------------------------------------------------------------------
-    def _inside(self, path: Path) -> bool:
-        try:
-            path.relative_to(self.root)
-        except ValueError:
-            return False
-        return True
+    def _inside(self, path: str | os.PathLike[str]) -> bool:
+        """String comparison, not ``Path.relative_to``: called for every file of every snapshot."""
+        return _within(os.fspath(path), self._root_text)
 
     def resolve(self, rel_path: str, field_name: str) -> Path:
         if not isinstance(rel_path, str) or not rel_path:
@@ -119,8 +117,7 @@ class WorkingTree(SnapshotContext):
         if os.path.isabs(rel_path) or rel_path.startswith(("/", "\\")):
             raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' is absolute; paths are relative to the project")
         candidate = self.root / rel_path
-        lexical = Path(os.path.normpath(candidate))
-        if not self._inside(lexical):
+        if not self._inside(os.path.normpath(candidate)):
             raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' leaves the project folder")
         try:
             rel_path.encode("utf-8")
@@ -129,10 +126,7 @@ class WorkingTree(SnapshotContext):
             raise ComponentError(
                 f"{self.project_file}: {field_name}: '{shown}': file name is not valid UTF-8; rename it"
             ) from None
-        try:
-            real = candidate.resolve()
-        except RuntimeError:  # Python < 3.13 on a symlink loop
-            raise self._loop(rel_path, field_name) from None
+        real = os.path.realpath(candidate)  # a symlink loop is left as it is, and stat names it below
         if not self._inside(real):
             raise PathEscapeError(
                 f"{self.project_file}: {field_name}: '{rel_path}' is a symlink pointing outside the project folder"
@@ -167,8 +161,15 @@ class WorkingTree(SnapshotContext):
             f"{self.project_file}: {field_name}: '{rel_path}' is a symlink loop (it leads back to a folder it is in)"
         )
 
-    def relative(self, path: Path) -> str:
-        return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """The project-relative POSIX path of a path inside the root (ValueError otherwise)."""
+        text = os.path.normpath(path)
+        if text == self._root_text:
+            return "."
+        prefix = self._root_text.rstrip(os.sep) + os.sep
+        if not text.startswith(prefix):
+            raise ValueError(f"{text!r} is not in {self._root_text!r}")
+        return text[len(prefix) :].replace(os.sep, "/")
 
     def _unreadable_folder(self, error: OSError) -> None:
         """``os.walk``'s error handler: a folder that cannot be listed is an error naming it, never
