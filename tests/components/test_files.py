@@ -183,6 +183,26 @@ def test_symlinked_folder_outside(tree: KindTree, outside_file: Path) -> None:
         tree.snapshot("files", {"path": "assets"})
 
 
+def test_a_folder_swapped_for_a_symlink_outside_is_caught_by_a_tree_already_used(tree: KindTree, outside_file: Path) -> None:
+    """Real paths are worked out once per folder; a folder replaced by a link is looked at again."""
+    import shutil
+
+    tree.write("assets/a.txt", "a")
+    tree.write("data/sub/b.txt", "b")
+    ctx = tree.ctx
+    assert ctx.resolve("assets/a.txt", "f") == tree.root / "assets" / "a.txt"
+    assert ctx.resolve("data/sub/b.txt", "f") == tree.root / "data" / "sub" / "b.txt"
+    (outside_file.parent / "a.txt").write_text("outside")
+    (outside_file.parent / "sub").mkdir()
+    (outside_file.parent / "sub" / "b.txt").write_text("outside")
+    for folder in ("assets", "data"):  # the file's own folder, and a folder above it
+        shutil.rmtree(tree.root / folder)
+        tree.symlink(folder, outside_file.parent)
+    for rel in ("assets/a.txt", "data/sub/b.txt"):
+        with pytest.raises(PathEscapeError, match="symlink pointing outside"):
+            ctx.resolve(rel, "f")
+
+
 @pytest.mark.parametrize("special", ["fifo", "socket"])
 def test_special_file_in_folder_is_an_error_not_a_hang(tree: KindTree, special: str) -> None:
     """A FIFO blocked the snapshot forever (opened for reading) and a socket raised a traceback."""

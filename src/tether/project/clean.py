@@ -172,8 +172,7 @@ def _tree_unchanged(root: Path, dot: Path, cert: dict[str, Any], project_file: s
                 return False
         resaved: dict[str, tuple[os.stat_result, str]] = {}
         for rel, info in cert["files"].items():
-            path = tree.resolve(rel, rel)
-            st = path.stat()
+            path, st = tree.checked(rel, rel)
             if signature(st) == info["sig"]:
                 continue
             if info.get("digest") is None or st.st_size != info["sig"][0]:
@@ -181,7 +180,7 @@ def _tree_unchanged(root: Path, dot: Path, cert: dict[str, Any], project_file: s
             if info["sig"][4:] != [st.st_mode]:  # same bytes, new permissions: a change (chmod +x)
                 return False
             digest, _ = digest_file(path)
-            if signature(path.stat()) != signature(st):
+            if signature(os.stat(path)) != signature(st):
                 return False
             if digest != info["digest"]:
                 _remember(dot, rel, st, digest)  # the full snapshot that follows need not hash it again

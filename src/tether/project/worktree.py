@@ -86,6 +86,8 @@ class WorkingTree(SnapshotContext):
         self.observed: dict[str, dict[str, Any]] = {}
         #: every expansion: (patterns, field name, files found)
         self.expansions: list[tuple[list[str], str, list[str]]] = []
+        #: folder -> ((st_dev, st_ino, st_ctime_ns) when resolved, its real path): one realpath per folder
+        self._real_folders: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     def _observe(self, rel_path: str, st: os.stat_result, digest: str | None = None) -> None:
         seen = self.observed.get(rel_path)
@@ -112,11 +114,20 @@ class WorkingTree(SnapshotContext):
         return _within(os.fspath(path), self._root_text)
 
     def resolve(self, rel_path: str, field_name: str) -> Path:
+        """The absolute path of a project-relative path, checked: inside the project (symlinks
+        included), existing, and a regular file or a folder. Errors name ``field_name``."""
+        return Path(self.checked(rel_path, field_name)[0])
+
+    def checked(self, rel_path: str, field_name: str) -> tuple[str, os.stat_result]:
+        """:meth:`resolve` on strings, with the ``stat`` it took (called for every file of every
+        snapshot, so no ``pathlib`` objects and no second ``stat``)."""
         if not isinstance(rel_path, str) or not rel_path:
             raise ComponentError(f"{self.project_file}: {field_name}: empty path")
         if os.path.isabs(rel_path) or rel_path.startswith(("/", "\\")):
             raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' is absolute; paths are relative to the project")
-        candidate = self.root / rel_path
+        # joined as pathlib would: "." segments and doubled slashes dropped, ".." kept
+        parts = [part for part in rel_path.split("/") if part not in ("", ".")]
+        candidate = os.path.join(self._root_text, *parts) if parts else self._root_text
         if not self._inside(os.path.normpath(candidate)):
             raise PathEscapeError(f"{self.project_file}: {field_name}: '{rel_path}' leaves the project folder")
         try:
@@ -126,15 +137,15 @@ class WorkingTree(SnapshotContext):
             raise ComponentError(
                 f"{self.project_file}: {field_name}: '{shown}': file name is not valid UTF-8; rename it"
             ) from None
-        real = os.path.realpath(candidate)  # a symlink loop is left as it is, and stat names it below
+        real = self._real_path(candidate)  # a symlink loop is left as it is, and stat names it below
         if not self._inside(real):
             raise PathEscapeError(
                 f"{self.project_file}: {field_name}: '{rel_path}' is a symlink pointing outside the project folder"
             )
         try:
-            st = candidate.stat()
+            st = os.stat(candidate)
         except FileNotFoundError:
-            if candidate.is_symlink():
+            if os.path.islink(candidate):
                 raise ComponentError(
                     f"{self.project_file}: {field_name}: '{rel_path}' is a dangling symlink "
                     f"(to '{os.readlink(candidate)}', which does not exist)"
@@ -154,7 +165,26 @@ class WorkingTree(SnapshotContext):
                 f"{self.project_file}: {field_name}: '{rel_path}' is not a regular file "
                 f"(a {_special_kind(st.st_mode)}); only files and folders are versioned"
             )
-        return candidate
+        return candidate, st
+
+    def _real_path(self, path: str) -> str:
+        """``os.path.realpath``, resolving each folder once: a file that is not a symlink itself
+        lies in its folder's real path. A folder's answer holds while it is the same folder (its
+        device, inode and ctime, checked per call; an inode number alone may be reused at once),
+        so a folder swapped for a symlink, or moved elsewhere, is resolved again."""
+        folder, name = os.path.split(path)
+        try:
+            here = os.lstat(folder)
+            if stat.S_ISLNK(here.st_mode) or stat.S_ISLNK(os.lstat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            return os.path.realpath(path)  # missing, a loop...: the slow path names it
+        identity = (here.st_dev, here.st_ino, here.st_ctime_ns)
+        known = self._real_folders.get(folder)
+        if known is None or known[0] != identity:
+            known = (identity, os.path.realpath(folder))
+            self._real_folders[folder] = known
+        return os.path.join(known[1], name)
 
     def _loop(self, rel_path: str, field_name: str) -> ComponentError:
         return ComponentError(
@@ -192,9 +222,8 @@ class WorkingTree(SnapshotContext):
             for name in filenames if files else ():
                 if is_temporary_name(name):
                     continue  # tether's own staging file, never part of a snapshot
-                full = Path(dirpath) / name
-                rel = self.relative(full)
-                self.resolve(rel, field_name)  # symlinks inside a folder must stay inside too
+                rel = self.relative(os.path.join(dirpath, name))
+                self.checked(rel, field_name)  # symlinks inside a folder must stay inside too
                 found.append(rel)
             for name in dirnames:
                 full = Path(dirpath) / name
@@ -306,8 +335,7 @@ class WorkingTree(SnapshotContext):
             raise permission_denied(rel_path) from None
 
     def _file_entry(self, rel_path: str) -> FileEntry:
-        path = self.resolve(rel_path, rel_path)
-        st = path.stat()
+        path, st = self.checked(rel_path, rel_path)
         executable = bool(st.st_mode & stat.S_IXUSR)
         if self.cache is not None:
             hit = self.cache.get(rel_path, st, "digest")
@@ -318,7 +346,7 @@ class WorkingTree(SnapshotContext):
             digest, size = digest_file(path)
         except FileChangedError:
             raise self._changed(rel_path) from None
-        self._changed_while_read(rel_path, st, path.stat())
+        self._changed_while_read(rel_path, st, os.stat(path))
         if self.cache is not None:
             self.cache.put(rel_path, st, "digest", digest)
         self._observe(rel_path, st, digest)
