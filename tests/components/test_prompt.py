@@ -68,6 +68,18 @@ def test_summary_counts_one_line_replaced_by_two(tree: KindTree) -> None:
     assert diff.summary == "1 file changed, +2 -1 lines; variables added: tone"
 
 
+def test_a_line_ending_change_is_named(tree: KindTree) -> None:
+    """CRLF -> LF changes every line, but the carriage return is invisible in the diff lines."""
+    tree.write("p.md", b"You are helpful.\r\nBe brief.\r\n")
+    old = tree.snapshot("prompt", {"path": "p.md"})
+    tree.write("p.md", b"You are helpful.\nBe brief.\n")
+    diff = tree.diff("prompt", old, tree.snapshot("prompt", {"path": "p.md"}))
+    assert "  ~ p.md: line endings CRLF -> LF" in diff.lines
+    tree.write("p.md", b"You are helpful.\r\nBe brief!\r\n")
+    edited = tree.diff("prompt", old, tree.snapshot("prompt", {"path": "p.md"}))
+    assert edited.lines and not any("line endings" in line for line in edited.lines)
+
+
 def test_files_added_and_removed_and_variables_removed(tree: KindTree) -> None:
     tree.write("prompts/a.md", "Hi {name}\n")
     tree.write("prompts/b.md", "Bye\n")

@@ -236,7 +236,20 @@ def diff_entries(
     if not lines:  # an empty file added or removed
         lines = [f"{_mark(change)} {path}: empty file"]
     result.lines = cap_lines(lines, max_lines)
+    endings = (_line_endings(old_text), _line_endings(new_text))
+    if None not in endings and endings[0] != endings[1]:
+        # a carriage return is invisible in the diff lines: "-a" and "+a" would look alike
+        result.lines.insert(0, f"  ~ {path}: line endings {endings[0]} -> {endings[1]}")
     return result
+
+
+def _line_endings(text: str) -> str | None:
+    """``CRLF``, ``LF`` or ``mixed CRLF/LF``; None for a text without line breaks."""
+    crlf = text.count("\r\n")
+    lf = text.count("\n") - crlf
+    if not crlf and not lf:
+        return None
+    return "CRLF" if not lf else "LF" if not crlf else "mixed CRLF/LF"
 
 
 def _mark(change: str) -> str:
