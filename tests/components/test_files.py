@@ -280,3 +280,16 @@ def test_symlink_loop_under_a_recursive_glob_is_an_error(tree: KindTree) -> None
     tree.symlink("assets/real/up", Path(".."))
     with pytest.raises(ComponentError, match=r"is a symlink loop"):
         tree.snapshot("files", {"paths": ["assets/**/*.md"]})
+
+
+def test_a_file_name_with_a_newline_is_shown_quoted_on_one_line(tree: KindTree) -> None:
+    """Unquoted, ``d/new\\nline.txt`` printed over two lines, like two entries."""
+    from tether.components.textdiff import quote_path
+
+    tree.write("d/plain.txt", "a")
+    old = tree.snapshot("files", {"path": "d"})
+    tree.write("d/new\nline.txt", "b")
+    diff = tree.diff("files", old, tree.snapshot("files", {"path": "d"}))
+    assert all("\n" not in line for line in diff.lines)
+    assert any('"b/d/new\\nline.txt"' in line for line in diff.lines)
+    assert quote_path("d/plain.txt") == "d/plain.txt"

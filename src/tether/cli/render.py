@@ -9,7 +9,7 @@ from rich.table import Table
 
 from tether.cli.output import console
 from tether.components import ComponentDiff, Snapshot
-from tether.components.textdiff import plural
+from tether.components.textdiff import plural, quote_path
 from tether.project.results import DiffReport, StatusReport, VersionInfo
 from tether.sizes import human_bytes
 
@@ -46,7 +46,7 @@ def render_status(report: StatusReport) -> None:
         if item.spec_changed:
             out.print("             declaration changed in tether.toml")
         for change in item.files:
-            out.print(f"             {change['change']}: {escape(change['path'])}")
+            out.print(f"             {change['change']}: {escape(quote_path(change['path']))}")
         if item.error:
             out.print(f"             {escape(item.error)}")
     if report.settings_changed:

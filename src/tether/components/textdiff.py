@@ -9,6 +9,7 @@ declarations lives here too, because every kind that reads project files needs i
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -204,42 +205,43 @@ def diff_entries(
         return None
     path = new.path if new is not None else old.path if old is not None else ""
     old_path = old.path if old is not None else None
+    shown = quote_path(path)
     if old is not None and new is not None and old.digest == new.digest:
         if old.path == new.path and old.executable == new.executable:
             return None
         if old.path == new.path:
             state = "executable" if new.executable else "not executable"
-            return FileChange(path, "mode", old, new, lines=[f"  ~ {path}: mode changed (now {state})"])
+            return FileChange(path, "mode", old, new, lines=[f"  ~ {shown}: mode changed (now {state})"])
         return FileChange(
             path, "changed", old, new, old_path=old_path,
-            lines=[f"  ~ {path}: renamed from {old.path} (content unchanged)"],
+            lines=[f"  ~ {shown}: renamed from {quote_path(old.path)} (content unchanged)"],
         )
     change: FileChangeKind = "added" if old is None else "removed" if new is None else "changed"
     result = FileChange(path, change, old, new, old_path=old_path)
     sizes = [entry.size for entry in (old, new) if entry is not None]
     if max(sizes) > TEXT_DIFF_MAX_BYTES:
-        result.lines = [f"{_mark(change)} {path}: {_sizes(old, new)} (too large for a text diff)"]
+        result.lines = [f"{_mark(change)} {shown}: {_sizes(old, new)} (too large for a text diff)"]
         return result
     old_text, old_ok = _read_text(reader, old) if old is not None else ("", True)
     new_text, new_ok = _read_text(reader, new) if new is not None else ("", True)
     if not (old_ok and new_ok):
-        result.lines = [f"{_mark(change)} {path}: {_sizes(old, new)} (content not available)"]
+        result.lines = [f"{_mark(change)} {shown}: {_sizes(old, new)} (content not available)"]
         return result
     if old_text is None or new_text is None:
         result.binary = True
-        result.lines = [f"{_mark(change)} {path}: binary, {_sizes(old, new)}"]
+        result.lines = [f"{_mark(change)} {shown}: binary, {_sizes(old, new)}"]
         return result
-    old_label = f"a/{old.path}" if old is not None else "/dev/null"
-    new_label = f"b/{new.path}" if new is not None else "/dev/null"
+    old_label = quote_path(f"a/{old.path}") if old is not None else "/dev/null"
+    new_label = quote_path(f"b/{new.path}") if new is not None else "/dev/null"
     lines = unified_diff(old_text, new_text, old_label, new_label)
     result.added_lines, result.removed_lines = count_changed_lines(lines)
     if not lines:  # an empty file added or removed
-        lines = [f"{_mark(change)} {path}: empty file"]
+        lines = [f"{_mark(change)} {shown}: empty file"]
     result.lines = cap_lines(lines, max_lines)
     endings = (_line_endings(old_text), _line_endings(new_text))
     if None not in endings and endings[0] != endings[1]:
         # a carriage return is invisible in the diff lines: "-a" and "+a" would look alike
-        result.lines.insert(0, f"  ~ {path}: line endings {endings[0]} -> {endings[1]}")
+        result.lines.insert(0, f"  ~ {shown}: line endings {endings[0]} -> {endings[1]}")
     return result
 
 
@@ -250,6 +252,14 @@ def _line_endings(text: str) -> str | None:
     if not crlf and not lf:
         return None
     return "CRLF" if not lf else "LF" if not crlf else "mixed CRLF/LF"
+
+
+def quote_path(path: str) -> str:
+    """A path as shown in one line: quoted with escapes, as Git does, when it holds a control
+    character (a newline in a file name would otherwise read as two entries)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return json.dumps(path, ensure_ascii=False)
+    return path
 
 
 def _mark(change: str) -> str:
