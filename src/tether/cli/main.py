@@ -375,7 +375,7 @@ def checkout(
             from tether.cli.output import warn
 
             warn(f"left version {result.left_behind} behind: no branch or alias reaches it; "
-                 f"keep it with `tether branch NAME {result.left_behind}`")
+                 f"keep it with `tether branch NAME {result.left_behind}` (`gc --unreachable` may remove its files)")
         if as_json:
             emit_json(result.to_json())
             return
@@ -411,7 +411,7 @@ def branch(
                     from tether.cli.output import warn
 
                     warn(f"left version {left_behind} behind: no branch or alias reaches it; "
-                         f"keep it with `tether branch NAME {left_behind}`")
+                         f"keep it with `tether branch NAME {left_behind}` (`gc --unreachable` may remove its files)")
                 if as_json:
                     emit_json({"deleted": name, "version_id": version_id, "left_behind": left_behind})
                 else:
