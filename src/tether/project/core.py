@@ -936,9 +936,10 @@ class Project:
         staged: list[tuple[Path, Path, FileEntry, Path | None]] = []
         created: list[Path] = []
         placed: list[Path] = []
+        destination = _SafeDestinations(target_root)
         try:
             for rel, entry in sorted(entries.items()):
-                final = _safe_destination(target_root, rel)
+                final = destination(rel)
                 if final.is_file() and not final.is_symlink() and self._holds(target_root, rel, entry):
                     continue
                 created.extend(_missing_folders(final.parent))
@@ -1359,16 +1360,26 @@ def _name_some(paths: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _safe_destination(root: Path, rel: str) -> Path:
-    """``root/rel``, refused when the stored path or a symlinked folder would leave ``root``."""
-    if not is_posix_relative(rel):
-        raise VerificationError(f"stored path '{rel}' is not a relative path inside the project; refusing to write it")
-    final = root / rel
-    parent = final.parent.resolve() if final.parent.exists() else final.parent
-    try:
-        parent.relative_to(root.resolve())
-    except ValueError as exc:
-        raise VerificationError(f"{rel}: its folder is a symlink leading outside {root}; refusing to write it") from exc
-    return final
+class _SafeDestinations:
+    """``root/rel`` for each stored path of one checkout, refused when the path or a symlinked
+    folder would leave ``root``; each folder's real path is worked out once, not once per file."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        self._folders: dict[str, bool] = {}  # folder -> inside the root
+
+    def __call__(self, rel: str) -> Path:
+        if not is_posix_relative(rel):
+            raise VerificationError(f"stored path '{rel}' is not a relative path inside the project; refusing to write it")
+        final = self.root / rel
+        folder = os.path.dirname(final)
+        inside = self._folders.get(folder)
+        if inside is None:
+            real = os.path.realpath(folder) if os.path.exists(folder) else folder
+            inside = self._folders[folder] = real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep)
+        if not inside:
+            raise VerificationError(f"{rel}: its folder is a symlink leading outside {self.root}; refusing to write it")
+        return final
 
 
