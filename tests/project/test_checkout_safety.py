@@ -425,3 +425,20 @@ def test_checkout_removes_folders_it_emptied(prompt_project: ProjectDir) -> None
     prompt_project.run("checkout", "HEAD~1")
     assert sorted(os.listdir(prompt_project.root / "kb")) == ["keep"]
     assert prompt_project.read("kb/keep/mine.txt") == "untracked\n"
+
+
+def test_checkout_never_writes_through_a_folder_symlinked_outside(project_dir: ProjectDir, tmp_path: Path) -> None:
+    project_dir.write("docs/sub/a.txt", "a\n")
+    project_dir.write("docs/b.txt", "b\n")
+    project_dir.run("init", "--tier", "lite")
+    project_dir.run("add", "files", "docs", "docs")
+    version = project_dir.run("commit", "-m", "v1").stdout.strip()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for rel in ("docs/sub/a.txt", "docs/sub"):
+        path = project_dir.root / rel
+        path.unlink() if path.is_file() else path.rmdir()
+    (project_dir.root / "docs" / "sub").symlink_to(outside)
+    error = project_dir.run("checkout", version, "--force", code=1).stderr
+    assert "docs/sub/a.txt: its folder is a symlink leading outside" in error
+    assert list(outside.iterdir()) == []
