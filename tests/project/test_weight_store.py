@@ -105,6 +105,32 @@ def test_fine_tunes_store_only_what_changed_and_check_out_byte_identical(weights
     assert json.loads(weights_project.run("fsck", "--json").stdout)["ok"]
 
 
+def test_resharding_a_fine_tune_stores_nothing_new(weights_project: ProjectDir, tmp_path: Path) -> None:
+    """Tensors stored as deltas are found by name in every file of the parent version, so moving
+    them into differently named shards (a re-shard) reuses the deltas instead of storing them whole."""
+    root = weights_project.root
+    model = root / "models" / "model.safetensors"
+    weights_project.run("commit", "-m", "base")
+    rng = np.random.default_rng(7)
+    tuned = {name: (value * (1 + 0.01 * rng.standard_normal(value.shape))).astype(np.float16) for name, value in _weights().items()}
+    _save(model, tuned)
+    weights_project.run("commit", "-m", "full fine-tune")
+    tuned_bytes = model.read_bytes()
+
+    model.unlink()
+    names = sorted(tuned)
+    _save(root / "models" / "model-00001-of-00002.safetensors", {name: tuned[name] for name in names[:4]})
+    _save(root / "models" / "model-00002-of-00002.safetensors", {name: tuned[name] for name in names[4:]})
+    before = _store_bytes(root)
+    weights_project.run("commit", "-m", "re-shard")
+    assert _store_bytes(root) - before < 0.01 * len(tuned_bytes)
+
+    out = tmp_path / "tuned"
+    weights_project.run("checkout", "HEAD~1", "--dir", str(out))
+    assert (out / "models" / "model.safetensors").read_bytes() == tuned_bytes
+    assert json.loads(weights_project.run("fsck", "--json").stdout)["ok"]
+
+
 def test_deltas_can_be_turned_off(weights_project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_DELTAS", "0")
     weights_project.run("commit", "-m", "base")

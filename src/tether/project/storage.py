@@ -95,10 +95,13 @@ def checkout_lock(dot: Path, clean: Callable[[bool], object]) -> Iterator[None]:
 
 def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> dict[str, StoreHint]:
     """Per file digest: the parent version's file at the same path (a delta base candidate), the
-    tensor digests the snapshot already computed, and the path for warnings."""
+    parent's other safetensors files of the same component (where a re-shard moved tensors),
+    the tensor digests the snapshot already computed, and the path for warnings."""
     previous = {entry.path: entry.digest for snap in parent.values() for entry in snap.files}
     hints: dict[str, StoreHint] = {}
-    for snap in snapshots.values():
+    for name, snap in snapshots.items():
+        old_snap = parent.get(name)
+        shards = [entry for entry in old_snap.files if entry.path.lower().endswith(".safetensors")] if old_snap else []
         tables = snap.meta.get("safetensors") if isinstance(snap.meta, dict) else None
         for entry in snap.files:
             table = tables.get(entry.path) if isinstance(tables, dict) else None
@@ -108,6 +111,7 @@ def store_hints(snapshots: dict[str, Snapshot], parent: dict[str, Snapshot]) -> 
                 previous=old if old != entry.digest else None,
                 tensors=tensors if isinstance(tensors, dict) else None,
                 label=entry.path,
+                related=tuple(shard.digest for shard in shards if shard.path != entry.path),
             )
     return hints
 

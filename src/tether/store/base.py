@@ -31,11 +31,16 @@ class StoreHint:
     produced ``expected_digest`` (name -> ``{"dtype", "shape", "offsets", "digest"}``): with it a store
     need not re-read tensors it already holds, and must check every byte it does read against
     it. ``label`` names the file in warnings and errors (a project-relative path).
+    ``related`` are the digests of the parent version's other files of the same component:
+    tensors that moved between files (a re-shard, a renamed checkpoint) are looked up there by
+    name when ``previous`` has none, so a tensor the parent stored as a delta is reused, not
+    stored whole again.
     """
 
     previous: str | None = None
     tensors: Mapping[str, Mapping[str, Any]] | None = None
     label: str | None = None
+    related: tuple[str, ...] = ()
 
 
 class ObjectStore(ABC):

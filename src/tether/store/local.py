@@ -303,6 +303,7 @@ class LocalObjectStore(ObjectStore):
         self._reflink = True  # until the filesystem says otherwise
         self._pending_dirs: set[Path] | None = None  # folders to fsync once, at the end of a put_file
         self._local = threading.local()  # work buffers: one set per thread storing tensors
+        self._tensor_cache: dict[str, dict[str, Part]] = {}  # recipe digest -> its tensor parts
 
     def _aligned_buffers(self) -> tuple[memoryview, memoryview]:
         """(read block, write staging): page-aligned, allocated once per store and thread and
@@ -506,7 +507,7 @@ class LocalObjectStore(ObjectStore):
         trusted: dict[str, str] | None = None
         if layout is not None:
             trusted = _trusted_table(layout, hint, expected)
-            previous = self._previous_tensors(hint.previous if hint else None) if self.deltas else {}
+            previous = self._previous_tensors(hint) if self.deltas else {}
             parts = self._store_tensors(
                 source, layout, whole if trusted is None else None, buffer, trusted or {}, previous, label
             )
@@ -548,15 +549,33 @@ class LocalObjectStore(ObjectStore):
         assert isinstance(layout, TensorLayout)
         return layout
 
-    def _previous_tensors(self, previous: str | None) -> dict[str, Part]:
-        """Tensor name -> the parent version's part, for choosing delta bases."""
-        if previous is None or not is_digest(previous) or not self._has_recipe(previous):
+    def _previous_tensors(self, hint: StoreHint | None) -> dict[str, Part]:
+        """Tensor name -> the parent version's part, for reusing deltas and choosing delta bases:
+        the same file's tensors first, then those of the parent's other files (``related``)."""
+        if hint is None:
             return {}
-        try:
-            recipe = self._load_recipe(previous)
-        except (StoreError, ValueError):
+        tensors: dict[str, Part] = {}
+        for digest in (*hint.related, hint.previous):  # the same file last, so it wins a shared name
+            tensors.update(self._recipe_tensors(digest))
+        return tensors
+
+    def _recipe_tensors(self, digest: str | None) -> dict[str, Part]:
+        """Tensor name -> part of a stored safetensors file (empty for anything else); recipes are
+        immutable, so each is parsed once per store even when every shard of a checkpoint asks."""
+        if digest is None or not is_digest(digest):
             return {}
-        return recipe.tensor_parts() if recipe.layout == "safetensors" else {}
+        cache = self._tensor_cache
+        if digest not in cache:
+            tensors: dict[str, Part] = {}
+            if self._has_recipe(digest):
+                with contextlib.suppress(StoreError, ValueError):
+                    recipe = self._load_recipe(digest)
+                    if recipe.layout == "safetensors":
+                        tensors = recipe.tensor_parts()
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[digest] = tensors
+        return cache[digest]
 
     def _store_tensors(
         self,
