@@ -299,6 +299,47 @@ def test_default_cap_is_64_tensors(tmp_path: Path) -> None:
     assert "128 bytes differ in the 64 of 70 tensors counted" in diff.summary
 
 
+def _shards(tmp_path: Path, old: dict[str, dict[str, np.ndarray]], new: dict[str, dict[str, np.ndarray]]) -> Any:
+    """Diff two weights folders given as file name -> tensors (a sharded checkpoint)."""
+    for folder, files in (("a", old), ("b", new)):
+        for name, tensors in files.items():
+            write_tensors(tmp_path / folder / "w" / name, tensors)
+    before = snapshot_model(tmp_path / "a", {"path": "w"})
+    after = snapshot_model(tmp_path / "b", {"path": "w"})
+    reader = DigestReader().register(tmp_path / "a", before).register(tmp_path / "b", after)
+    return _diff(before, after, reader)
+
+
+def test_tensors_moved_between_shards_are_not_added_and_removed(tmp_path: Path) -> None:
+    """A re-split keeps every tensor: the diff says which moved where, not that they were removed."""
+    a, b, c = (np.full(4, value, np.float32) for value in (1, 2, 3))
+    first, second = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    diff = _shards(tmp_path, {first: {"a": a, "b": b}, second: {"c": c}}, {first: {"a": a}, second: {"b": b, "c": c}})
+    assert not any("tensor added" in line or "tensor removed" in line for line in diff.lines)
+    assert f"w/{second}: 1 tensor moved in from w/{first}, identical (16 B)" in diff.lines
+    assert "1 tensor moved between files, identical" in diff.summary
+    moved = [d for d in diff.details if d["change"] == "tensor moved"]
+    assert moved == [{"change": "tensor moved", "file": f"w/{second}", "tensor": "b", "from": f"w/{first}", "identical": True}]
+
+
+def test_a_reshard_into_new_files_names_the_one_changed_tensor(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    weights = {name: rng.standard_normal(1000).astype(np.float32) for name in ("a", "b", "c")}
+    tuned = dict(weights, b=weights["b"].copy())
+    tuned["b"][:10] = 0.0
+    differ = int((weights["b"].view(np.uint8) != tuned["b"].view(np.uint8)).sum())
+    first, second = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    diff = _shards(
+        tmp_path,
+        {"model.safetensors": weights},
+        {first: {"a": tuned["a"], "b": tuned["b"]}, second: {"c": tuned["c"]}},
+    )
+    assert f"w/{first}: tensor changed: b F32 [1000] 4.0 kB, {differ} of 4,000 bytes differ (moved from w/model.safetensors)" in diff.lines
+    assert f"w/{first}: 1 tensor moved in from w/model.safetensors, identical (4.0 kB)" in diff.lines
+    assert f"w/{second}: 1 tensor moved in from w/model.safetensors, identical (4.0 kB)" in diff.lines
+    assert diff.summary.startswith(f"3 tensors moved between files, 1 changed ({differ} bytes differ); ")
+
+
 def test_metadata_and_layout_changes(tmp_path: Path) -> None:
     tensors = {"a": np.ones(2, np.float32)}
     _, _, diff = _pair(tmp_path, tensors, tensors, old_meta={"format": "pt"}, new_meta={"format": "np", "x": "1"})

@@ -288,6 +288,32 @@ def _relative_files(snapshot: Snapshot) -> dict[str, FileEntry]:
     return files
 
 
+def _moves(
+    old_files: dict[str, FileEntry],
+    new_files: dict[str, FileEntry],
+    old_tables: dict[str, Any],
+    new_tables: dict[str, Any],
+) -> dict[str, tuple[FileEntry, FileEntry]]:
+    """Tensor name -> (old file, new file) for each tensor that is in exactly one safetensors file
+    on each side, and not the same one: a re-shard moves tensors, it neither adds nor removes them."""
+
+    def where(files: dict[str, FileEntry], tables: dict[str, Any]) -> dict[str, list[tuple[str, FileEntry]]]:
+        found: dict[str, list[tuple[str, FileEntry]]] = {}
+        for key, entry in files.items():
+            for name in tables.get(entry.path, {}).get("tensors", {}):
+                found.setdefault(name, []).append((key, entry))
+        return found
+
+    old_where, new_where = where(old_files, old_tables), where(new_files, new_tables)
+    moves: dict[str, tuple[FileEntry, FileEntry]] = {}
+    for name in old_where.keys() & new_where.keys():
+        if len(old_where[name]) == 1 and len(new_where[name]) == 1:
+            (old_key, old_entry), (new_key, new_entry) = old_where[name][0], new_where[name][0]
+            if old_key != new_key:
+                moves[name] = (old_entry, new_entry)
+    return moves
+
+
 #: lines of text diff shown per changed non-weights file in a weights folder
 _TEXT_DIFF_LINES = 60
 
@@ -307,6 +333,7 @@ class _WeightsDiff:
         added = sorted(new_files.keys() - old_files.keys())
         removed = sorted(old_files.keys() - new_files.keys())
         changed = sorted(k for k in old_files.keys() & new_files.keys() if old_files[k].digest != new_files[k].digest)
+        moves = _moves(old_files, new_files, old_tables, new_tables)
         other_changed = 0
         for key in removed:
             entry = old_files[key]
@@ -317,10 +344,12 @@ class _WeightsDiff:
         for key in changed:
             before, after = old_files[key], new_files[key]
             if before.path in old_tables and after.path in new_tables:
-                parts.append(self._tensors(before, after, old_tables[before.path], new_tables[after.path]))
+                parts.append(self._tensors(before, after, old_tables[before.path], new_tables[after.path], moves))
             else:
                 other_changed += 1
                 self._other_file(before, after)
+        if moves:
+            parts.insert(0, self._moved(moves, old_tables, new_tables))
         for count, verb in ((len(added), "added"), (len(removed), "removed"), (other_changed, "changed")):
             if count:
                 parts.append(f"{_plural(count, 'file')} {verb}")
@@ -350,13 +379,87 @@ class _WeightsDiff:
         self.result.lines.append(f"{path}: tensor {change}: {tensor} {text}")
         self.result.details.append({"change": f"tensor {change}", "file": path, "tensor": tensor, **extra})
 
+    def _moved(
+        self, moves: dict[str, tuple[FileEntry, FileEntry]], old_tables: dict[str, Any], new_tables: dict[str, Any]
+    ) -> str:
+        """Tensors that left one safetensors file for another (a re-shard): identical ones as one
+        line per pair of files, changed ones one by one with the bytes that differ."""
+        identical: dict[tuple[str, str], list[str]] = {}
+        changed = differing = 0
+        old_cursors: dict[str, _Cursor] = {}
+        new_cursors: dict[str, _Cursor] = {}
+        try:
+            # in old-file order, so each file's stream is read forward
+            for name in sorted(moves, key=lambda n: (moves[n][0].path, old_tables[moves[n][0].path]["tensors"][n]["offsets"][0])):
+                before, after = moves[name]
+                a = old_tables[before.path]["tensors"][name]
+                b = new_tables[after.path]["tensors"][name]
+                source = f" (moved from {before.path})"
+                if a["dtype"] != b["dtype"] or a["shape"] != b["shape"]:
+                    changed += 1
+                    self._tensor_line(
+                        after.path,
+                        "retyped" if a["dtype"] != b["dtype"] else "reshaped",
+                        name,
+                        f"{a['dtype']} {_shape(a['shape'])} -> {b['dtype']} {_shape(b['shape'])}{source}",
+                        old_dtype=a["dtype"],
+                        new_dtype=b["dtype"],
+                        old_shape=a["shape"],
+                        new_shape=b["shape"],
+                        moved_from=before.path,
+                    )
+                elif a["digest"] != b["digest"]:
+                    changed += 1
+                    nbytes = int(b["nbytes"])
+                    text = f"{b['dtype']} {_shape(b['shape'])} {human_bytes(nbytes)}"
+                    detail: dict[str, Any] = {"dtype": b["dtype"], "shape": b["shape"], "nbytes": nbytes}
+                    detail["bytes_differ"] = None
+                    if self.counted < MAX_COUNTED_TENSORS:
+                        self.counted += 1
+                        old_cursor = old_cursors.setdefault(before.path, _Cursor(self.reader, before))
+                        new_cursor = new_cursors.setdefault(after.path, _Cursor(self.reader, after))
+                        a_start = data_start(old_tables[before.path]) + a["offsets"][0]
+                        b_start = data_start(new_tables[after.path]) + b["offsets"][0]
+                        count = count_differing_bytes(old_cursor.at(a_start), new_cursor.at(b_start), nbytes)
+                        old_cursor.moved_to(a_start + nbytes)
+                        new_cursor.moved_to(b_start + nbytes)
+                        differing += count
+                        detail["bytes_differ"] = count
+                        text += f", {count:,} of {nbytes:,} bytes differ"
+                    self._tensor_line(after.path, "changed", name, text + source, moved_from=before.path, **detail)
+                else:
+                    identical.setdefault((before.path, after.path), []).append(name)
+        finally:
+            for cursor in (*old_cursors.values(), *new_cursors.values()):
+                cursor.close()
+        for (source_path, path), names in sorted(identical.items(), key=lambda item: (item[0][1], item[0][0])):
+            nbytes = sum(int(new_tables[path]["tensors"][name]["nbytes"]) for name in names)
+            self.result.lines.append(
+                f"{path}: {_plural(len(names), 'tensor')} moved in from {source_path}, identical ({human_bytes(nbytes)})"
+            )
+            self.result.details.extend(
+                {"change": "tensor moved", "file": path, "tensor": name, "from": source_path, "identical": True}
+                for name in names
+            )
+        summary = f"{_plural(len(moves), 'tensor')} moved between files, "
+        if not changed:
+            return summary + "identical"
+        return summary + f"{changed} changed" + (f" ({differing:,} bytes differ)" if differing else "")
+
     def _tensors(
-        self, before: FileEntry, after: FileEntry, old_table: dict[str, Any], new_table: dict[str, Any]
+        self,
+        before: FileEntry,
+        after: FileEntry,
+        old_table: dict[str, Any],
+        new_table: dict[str, Any],
+        moves: dict[str, tuple[FileEntry, FileEntry]],
     ) -> str:
         path = after.path
         old_tensors, new_tensors = old_table["tensors"], new_table["tensors"]
-        added = sorted(new_tensors.keys() - old_tensors.keys())
-        removed = sorted(old_tensors.keys() - new_tensors.keys())
+        added = sorted(name for name in new_tensors.keys() - old_tensors.keys() if name not in moves)
+        removed = sorted(name for name in old_tensors.keys() - new_tensors.keys() if name not in moves)
+        moved_in = sum(1 for name in new_tensors.keys() - old_tensors.keys() if name in moves)
+        moved_out = sum(1 for name in old_tensors.keys() - new_tensors.keys() if name in moves)
         reshaped = retyped = 0
         changed: list[str] = []
         for name in sorted(old_tensors.keys() & new_tensors.keys()):
@@ -426,9 +529,13 @@ class _WeightsDiff:
             summary += f", {reshaped} reshaped"
         if retyped:
             summary += f", {retyped} retyped"
+        if moved_in:
+            summary += f", {moved_in} moved in"
+        if moved_out:
+            summary += f", {moved_out} moved out"
         if metadata_changes:
             summary += ", metadata changed"
-        if not (changed or added or removed or reshaped or retyped or metadata_changes):
+        if not (changed or added or removed or reshaped or retyped or metadata_changes or moved_in or moved_out):
             summary = f"{path}: tensors identical, file layout changed"
             self.result.lines.append(summary)
             self.result.details.append({"change": "layout", "file": path})
