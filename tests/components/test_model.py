@@ -340,6 +340,16 @@ def test_a_reshard_into_new_files_names_the_one_changed_tensor(tmp_path: Path) -
     assert diff.summary.startswith(f"3 tensors moved between files, 1 changed ({differ} bytes differ); ")
 
 
+def test_a_huge_metadata_value_is_cut_in_the_diff_lines(tmp_path: Path) -> None:
+    """A 3 MB value printed whole, twice, on one line; the JSON details keep it whole."""
+    tensors = {"a": np.ones(2, np.float32)}
+    old, new = "z" * 3_000_000, "y" * 3_000_000 + "\nend"
+    _, _, diff = _pair(tmp_path, tensors, tensors, old_meta={"blob": old}, new_meta={"blob": new})
+    (line,) = [line for line in diff.lines if "__metadata__.blob" in line]
+    assert len(line) < 400 and "(3,000,000 characters)" in line and "(3,000,004 characters)" in line
+    assert {"change": "metadata", "file": "w/model.safetensors", "key": "blob", "old": old, "new": new} in diff.details
+
+
 def test_metadata_and_layout_changes(tmp_path: Path) -> None:
     tensors = {"a": np.ones(2, np.float32)}
     _, _, diff = _pair(tmp_path, tensors, tensors, old_meta={"format": "pt"}, new_meta={"format": "np", "x": "1"})

@@ -261,6 +261,21 @@ def _show(value: Any) -> str:
     return "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+#: a metadata value longer than this is cut in diff lines (the JSON details keep it whole)
+_BRIEF_CHARS = 120
+
+
+def _brief(value: str | None) -> str:
+    """A metadata value for one diff line: a multi-megabyte value (an embedded config) would
+    otherwise print whole, twice; newlines are escaped so the line stays one line."""
+    if value is None:
+        return "(unset)"
+    text = value.replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) <= _BRIEF_CHARS:
+        return text
+    return f"{text[:_BRIEF_CHARS]}... ({len(value):,} characters)"
+
+
 def _field_changes(result: ComponentDiff, old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     changes = []
     for key in keys:
@@ -588,7 +603,7 @@ class _WeightsDiff:
             before, after = old.get(key), new.get(key)
             if before != after:
                 changes += 1
-                self.result.lines.append(f"{path}: __metadata__.{key}: {_show(before)} -> {_show(after)}")
+                self.result.lines.append(f"{path}: __metadata__.{key}: {_brief(before)} -> {_brief(after)}")
                 self.result.details.append(
                     {"change": "metadata", "file": path, "key": key, "old": before, "new": after}
                 )
