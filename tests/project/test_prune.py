@@ -170,3 +170,74 @@ def test_a_gc_killed_half_way_leaves_a_store_fsck_accepts(exp: Experiments, monk
     assert fsck["ok"] and fsck["pruned"] == 2
     assert exp.gc()["removed"]  # the next gc finishes the job
     assert json.loads(exp.run("fsck", "--json").stdout)["ok"]
+
+
+def _gc_from_another_process(exp: Experiments, ran: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a concurrent ``gc --unreachable --now`` does at this moment: prune, or be refused
+    because a commit (or a name being given) holds the lock."""
+    from tether.project import storage
+
+    monkeypatch.setattr(storage, "GC_WAIT_SECONDS", 0.2)
+    try:
+        with Project.open(exp.root) as other:
+            ran.extend(item["version_id"] for item in other.gc(grace_seconds=0, unreachable=True).pruned)
+    except CheckFailedError as exc:
+        ran.append(f"refused: {exc}")
+
+
+@pytest.mark.slow
+def test_a_gc_racing_a_promote_or_branch_never_leaves_a_name_on_pruned_files(
+    exp: Experiments, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promote or ``branch NAME ID`` checks the version's files, then names it: a gc
+    --unreachable in between pruned it, and prod (or the branch) named a version with no files."""
+    from tether.lifecycle.deploy import Lifecycle
+    from tether.meta.lifecycle import SqlLifecycleRepository
+    from tether.meta.sql import SqlMetadataRepository
+
+    ran: list[str] = []
+    real_move = SqlLifecycleRepository.move_alias
+    real_set = SqlMetadataRepository.set_branch
+
+    def move_after_gc(self: SqlLifecycleRepository, *args: object, **kwargs: object) -> object:
+        _gc_from_another_process(exp, ran, monkeypatch)
+        return real_move(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def set_after_gc(self: SqlMetadataRepository, *args: object, **kwargs: object) -> None:
+        _gc_from_another_process(exp, ran, monkeypatch)
+        real_set(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    promoted = exp.experiment("exp1", count=1)[0]
+    monkeypatch.setattr(SqlLifecycleRepository, "move_alias", move_after_gc)
+    with Project.open(exp.root) as project:
+        Lifecycle(project).promote(promoted, "prod")
+    monkeypatch.undo()
+    branched = exp.experiment("exp2", count=1)[0]
+    monkeypatch.setattr(SqlMetadataRepository, "set_branch", set_after_gc)
+    with Project.open(exp.root) as project:
+        project.create_branch("revive", branched)
+    monkeypatch.undo()
+    assert promoted not in ran and branched not in ran, ran
+    assert json.loads(exp.run("fsck", "--json").stdout)["pruned"] == 0
+    exp.run("checkout", "prod", "--dir", str(exp.root.parent / "prod"))
+    exp.run("checkout", "revive", "--dir", str(exp.root.parent / "revive"))
+
+
+def test_a_compose_racing_gc_refuses_a_source_pruned_meanwhile(exp: Experiments, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose checks its sources' files before it takes the commit lock; a gc --unreachable in
+    between pruned one, and the composed version referred to removed objects."""
+    dropped = exp.experiment("exp", count=1)[0]
+    ran: list[str] = []
+    real_check = Project._check_pinning
+
+    def gc_first(self: Project, *args: object) -> object:
+        _gc_from_another_process(exp, ran, monkeypatch)
+        return real_check(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Project, "_check_pinning", gc_first)
+    with Project.open(exp.root) as project, pytest.raises(CheckFailedError, match="its files were removed"):
+        project.compose("HEAD", {"m": dropped}, "take the weights")
+    monkeypatch.undo()
+    assert ran == [dropped]
+    fsck = json.loads(exp.run("fsck", "--json").stdout)
+    assert fsck["ok"] and fsck["versions"] == 2

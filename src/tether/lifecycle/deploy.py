@@ -317,18 +317,19 @@ class Lifecycle:
         forced: bool = False,
     ) -> AliasMove:
         try:
-            return self.repo.move_alias(
-                alias,
-                target,
-                action=action,
-                expected_moves=state.moves if state else 0,
-                expected_version=expected,
-                actor=self.actor(),
-                time=self.now(),
-                reason=reason.strip() if reason else None,
-                evidence=evidence,
-                forced=forced,
-            )
+            with self.project.naming(target):
+                return self.repo.move_alias(
+                    alias,
+                    target,
+                    action=action,
+                    expected_moves=state.moves if state else 0,
+                    expected_version=expected,
+                    actor=self.actor(),
+                    time=self.now(),
+                    reason=reason.strip() if reason else None,
+                    evidence=evidence,
+                    forced=forced,
+                )
         except AliasConflictError as exc:
             raise CheckFailedError(f"{exc}") from exc
 

@@ -19,7 +19,7 @@ import socket
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -356,6 +356,20 @@ class Project:
                 "(no branch or alias reached it); its record stays (log, show), its content is gone"
             )
 
+    @contextmanager
+    def naming(self, version_id: str) -> Iterator[None]:
+        """Hold the commit lock (shared) while a branch or alias is pointed at ``version_id``.
+
+        ``gc --unreachable`` decides what no name reaches, and removes it, under the exclusive
+        lock: checked again in here, the version's files are either still there and named before
+        gc looks, or already pruned and refused, never named after gc removed them.
+        """
+        from tether.project.storage import commit_lock
+
+        with commit_lock(self.dot):
+            self.require_files(version_id)
+            yield
+
     def info(self, version_id: str, refs: dict[str, list[str]] | None = None) -> VersionInfo:
         manifest = self.manifest(version_id)
         return VersionInfo(
@@ -578,6 +592,8 @@ class Project:
         from tether.project.storage import commit_lock
 
         with commit_lock(self.dot):
+            for parent in kwargs.get("parents", ()):  # compose's sources: a gc may have pruned one since they were checked
+                self.require_files(parent)
             return self._record_version_locked(*args, **kwargs)
 
     def _record_version_locked(
@@ -1039,7 +1055,8 @@ class Project:
         version_id = self.resolve(from_ref)
         self.require_files(version_id)  # a name for a version makes it one whose files everything may use
         try:
-            self.meta.set_branch(name, version_id, create_only=True)
+            with self.naming(version_id):
+                self.meta.set_branch(name, version_id, create_only=True)
         except BranchConflictError as exc:
             raise CheckFailedError(f"branch '{name}' already exists") from exc
         return version_id
