@@ -59,6 +59,11 @@ def test_the_deploy_stack_unwinds_rollbacks() -> None:
     assert deploy_stack([*promote, move("rollback", "c", "z")]) == ["a", "b", "z"]
     # Promoting again after a rollback stacks on top of where the rollback landed.
     assert deploy_stack([*promote, move("rollback", "c", "b"), move("promote", "b", "d")]) == ["a", "b", "d"]
+    # A version served twice: a rollback to it lands on its latest promotion, so the next
+    # rollback returns to what that promotion replaced (c), not to what the first one did (a).
+    again = [*promote, move("promote", "c", "b"), move("promote", "b", "d")]
+    assert deploy_stack([*again, move("rollback", "d", "b")]) == ["a", "b", "c", "b"]
+    assert deploy_stack([*again, move("rollback", "d", "b"), move("rollback", "b", "c")]) == ["a", "b", "c"]
 
 
 def test_rollback_to_a_reference_and_errors(deploy: DeployProject) -> None:

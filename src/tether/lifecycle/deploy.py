@@ -559,7 +559,8 @@ def deploy_stack(history: list[AliasMove]) -> list[str]:
     """The targets a chain of rollbacks would return through, oldest first, the current last.
 
     A promotion pushes its target. A rollback pops the version it left, then unwinds to its
-    target when that is further down the stack, or else pushes it (a rollback to a version
+    target when that is further down the stack (its nearest entry: a version promoted twice
+    returns to what its latest promotion replaced), or else pushes it (a rollback to a version
     the alias never served in this line).
     """
     stack: list[str] = []
@@ -568,7 +569,7 @@ def deploy_stack(history: list[AliasMove]) -> list[str]:
             if stack and stack[-1] == move.from_version:
                 stack.pop()
             if move.to_version in stack:
-                del stack[stack.index(move.to_version) + 1 :]
+                del stack[len(stack) - stack[::-1].index(move.to_version) :]
                 continue
         if not stack or stack[-1] != move.to_version:
             stack.append(move.to_version)
