@@ -63,3 +63,30 @@ def test_a_branch_deleted_by_another_copy_is_not_committed_to_as_a_new_root(two_
     alice.write("prompts/system.md", "experiment\n")
     refused = alice.run("commit", "-m", "exp", code=1)
     assert "branch 'exp' was deleted" in refused.stderr
+
+
+def test_a_branch_delete_racing_a_commit_on_it_deletes_nothing(
+    two_copies: tuple[ProjectDir, ProjectDir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``branch -d`` read the branch, then deleted it whatever it pointed at by then: a commit
+    landing in between lost its only name (and ``-d`` named the old version as the one to keep)."""
+    from tether.errors import CheckFailedError
+    from tether.meta.sql import SqlMetadataRepository
+    from tether.project.core import Project
+
+    alice, bob = two_copies
+    bob.run("branch", "exp")
+    alice.run("checkout", "exp")
+    alice.write("prompts/system.md", "experiment\n")
+    real_delete = SqlMetadataRepository.delete_branch
+    commits: list[str] = []
+
+    def commit_first(self: SqlMetadataRepository, *args: object, **kwargs: object) -> None:
+        commits.append(alice.run("commit", "-m", "exp").stdout.strip())
+        real_delete(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqlMetadataRepository, "delete_branch", commit_first)
+    with Project.open(bob.root) as project, pytest.raises(CheckFailedError, match="nothing was deleted"):
+        project.delete_branch("exp")
+    monkeypatch.undo()
+    assert json.loads(alice.run("log", "exp", "--json").stdout)[0]["version_id"] == commits[0]

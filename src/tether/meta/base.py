@@ -96,8 +96,9 @@ class MetadataRepository(ABC):
         """
 
     @abstractmethod
-    def delete_branch(self, name: str) -> None:
-        """Remove a branch (its versions stay)."""
+    def delete_branch(self, name: str, expected: str | None = None) -> None:
+        """Remove a branch (its versions stay). With ``expected``, only while it still points
+        there (compare-and-swap, as moves are): else :class:`BranchConflictError`."""
 
     @abstractmethod
     def close(self) -> None:

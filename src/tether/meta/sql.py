@@ -577,9 +577,16 @@ class SqlMetadataRepository(MetadataRepository):
             raise BranchConflictError(f"branch '{name}' does not exist (expected it at {expected})")
         raise BranchConflictError(f"branch '{name}' is at {current}, not at the expected {expected}")
 
-    def delete_branch(self, name: str) -> None:
+    def delete_branch(self, name: str, expected: str | None = None) -> None:
         with self._transaction(write=True) as connection:
-            connection.execute(delete(BRANCHES).where(BRANCHES.c.name == name))
+            condition = BRANCHES.c.name == name
+            if expected is not None:
+                condition = condition & (BRANCHES.c.version_id == expected)
+            result = connection.execute(delete(BRANCHES).where(condition))
+            if expected is not None and result.rowcount != 1:
+                current = self._branch_target(connection, name)
+                if current is not None:  # moved meanwhile (a commit landed); gone already is fine
+                    raise BranchConflictError(f"branch '{name}' is at {current}, not at the expected {expected}")
 
     def close(self) -> None:
         self._engine.dispose()

@@ -121,7 +121,7 @@ class SqliteReader(MetadataRepository):
     def set_branch(self, name: str, version_id: str, expected: str | None = None, create_only: bool = False) -> None:
         raise self._read_only()
 
-    def delete_branch(self, name: str) -> None:
+    def delete_branch(self, name: str, expected: str | None = None) -> None:
         raise self._read_only()
 
     def close(self) -> None:

@@ -1069,7 +1069,10 @@ class Project:
             raise ReferenceNotFoundError(f"branch '{name}': no such branch")
         if name == self.current_branch():
             raise CheckFailedError(f"branch '{name}' is checked out; check out another first")
-        self.meta.delete_branch(name)
+        try:
+            self.meta.delete_branch(name, expected=version_id)
+        except BranchConflictError as exc:
+            raise CheckFailedError(f"branch '{name}' moved while deleting it ({exc}); nothing was deleted") from exc
         head = self.head()
         left_behind = None if head and self._reachable_by_name(version_id, head) else version_id
         return version_id, left_behind
