@@ -516,6 +516,12 @@ class Project:
         """Snapshot every component and record a new version on the current branch (or ``branch``)."""
         if not message or not message.strip():
             raise UsageError("-m/--message: a commit needs a message")
+        from tether.project.storage import worktree_lock
+
+        with worktree_lock(self.dot):  # another commit or a checkout in this copy goes before or after
+            return self._commit(message, branch, allow_empty)
+
+    def _commit(self, message: str, branch: str | None, allow_empty: bool) -> CommitResult:
         current = self.current_branch()
         if branch is not None and branch != current:
             self._check_branch_name(branch)
@@ -764,7 +770,13 @@ class Project:
             wanted.setdefault(PROJECT_FILE, FileEntry(PROJECT_FILE, manifest.project_file, 0))
         if dest is not None:
             return self._checkout_into(Path(dest), str(dest), version_id, wanted, link)
+        from tether.project.storage import worktree_lock
 
+        with worktree_lock(self.dot):  # a commit in this copy records the tree before or after, never half
+            return self._checkout_tree(ref, version_id, wanted, force)
+
+    def _checkout_tree(self, ref: str, version_id: str, wanted: dict[str, FileEntry], force: bool) -> CheckoutResult:
+        """``checkout`` into the working tree, holding the working-copy lock."""
         head = self.head()
         current: dict[str, FileEntry] = {}  # what the current version records, path by path
         if head:
@@ -1064,6 +1076,12 @@ class Project:
     def delete_branch(self, name: str) -> tuple[str, str | None]:
         """Delete a branch: ``(the version it pointed at, that version again if no other branch,
         alias or HEAD reaches it)``, so the caller can say how to keep it before gc removes it."""
+        from tether.project.storage import worktree_lock
+
+        with worktree_lock(self.dot):  # a commit --branch or checkout here may not switch to it meanwhile
+            return self._delete_branch(name)
+
+    def _delete_branch(self, name: str) -> tuple[str, str | None]:
         version_id = self.meta.get_branch(name)
         if version_id is None:
             raise ReferenceNotFoundError(f"branch '{name}': no such branch")
@@ -1092,6 +1110,12 @@ class Project:
             raise UsageError("--take: name at least one component to take (NAME=REF)")
         if not message or not message.strip():
             raise UsageError("-m/--message: compose needs a message")
+        from tether.project.storage import worktree_lock
+
+        with worktree_lock(self.dot):
+            return self._compose(from_ref, takes, message, branch, force)
+
+    def _compose(self, from_ref: str, takes: dict[str, str], message: str, branch: str | None, force: bool) -> CommitResult:
         base_id = self.resolve(from_ref)
         self.require_files(base_id)
         snapshots = self.version_snapshots(base_id)

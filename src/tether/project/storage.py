@@ -24,6 +24,7 @@ from tether.errors import CheckFailedError, UsageError
 from tether.store import ObjectStore, StoreError, StoreHint
 
 LOCK_FILE = "gc.lock"
+WORKTREE_LOCK_FILE = "worktree.lock"
 #: how long gc waits for in-flight commits before refusing
 GC_WAIT_SECONDS = 30.0
 #: stores at least this large report fsck/gc progress in bytes (a bar on the terminal)
@@ -88,6 +89,21 @@ def checkout_lock(dot: Path, clean: Callable[[bool], object]) -> Iterator[None]:
             alone = False
         clean(alone)
         fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive to shared, or wait for a running gc
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def worktree_lock(dot: Path) -> Iterator[None]:
+    """Held (exclusive) by a command that reads HEAD and then changes it, the tree's base or the
+    working tree (commit, checkout into the tree, compose, branch -d): two of them in one working
+    copy take turns, so neither records a base or switches HEAD from a state the other has just
+    changed. It waits; a killed holder's lock goes with its process."""
+    dot.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dot / WORKTREE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
