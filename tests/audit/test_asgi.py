@@ -131,3 +131,18 @@ def test_a_recorded_function_is_answered_by_the_version_its_record_names(audit_p
             assert answer("q-1") == audit_project.v1 == log.query(request_id="q-1")[0].version_id
     finally:
         runtime.clear_cache()
+
+
+def test_a_client_header_the_log_refuses_never_leaves_an_answered_request_unrecorded(audit_project: AuditProject) -> None:
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        client = TestClient(make_app(log, Live("prod", audit_project.v1), subject_header="x-customer-id"))
+        answered = []
+        for request_id in ("   ", "r" * 2000, "a\tb"):
+            response = client.post("/answer", json={"question": "x"}, headers={"X-Request-ID": request_id})
+            assert response.status_code == 200
+            answered.append(response.headers["x-request-id"])
+        refused = client.post("/answer", json={"question": "x"}, headers={"X-Customer-ID": "c" * 2000})
+        records = log.query()
+    assert sorted(record.request_id for record in records) == sorted(answered)  # each under a fresh ID
+    assert all(len(request_id) == 36 for request_id in answered)
+    assert refused.status_code == 400 and "x-customer-id header" in refused.text  # the handler never ran

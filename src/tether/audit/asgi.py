@@ -4,8 +4,9 @@
 app.add_middleware(AuditMiddleware, log=AuditLog.open("."), target=lambda: tether.resolve("prod"))
 ```
 
-The request ID comes from the ``X-Request-ID`` header (one is generated when absent) and is sent
-back on the response. A response with status 500 or more, or an exception, is recorded as an
+The request ID comes from the ``X-Request-ID`` header (one is generated when it is absent or one
+the log would refuse) and is sent back on the response; a subject header the log would refuse is
+answered 400 before the app runs. A response with status 500 or more, or an exception, is recorded as an
 error. ``target`` may be a live version or a callable returning one, called per request so an
 alias move shows up at once; within the request, the handler's own ``tether.resolve`` of the
 same reference returns the very version the record names (see
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tether.audit.log import _MISSING, AuditLog, _target_fields
-from tether.audit.records import utc_now
+from tether.audit.records import AuditRecordError, _text_field, utc_now
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,10 +70,17 @@ class AuditMiddleware:
     async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {key.lower(): value for key, value in scope.get("headers", [])}
         raw_id = headers.get(self.request_id_header)
-        request_id = raw_id.decode("latin-1").strip() if raw_id else str(uuid.uuid4())
+        request_id = raw_id.decode("latin-1").strip() if raw_id else ""
+        if not _usable(request_id):
+            # The client's header is checked before the handler runs: an ID the log would refuse
+            # (blank, too long, a control character) must not leave an answered request unrecorded.
+            request_id = str(uuid.uuid4())
         subject = None
         if self.subject_header is not None and self.subject_header in headers:
             subject = headers[self.subject_header].decode("latin-1").strip() or None
+            if subject is not None and not _usable(subject):
+                await _bad_request(send, f"{self.subject_header.decode('latin-1')} header: at most 1024 characters without control characters")
+                return
         alias, version_id = _target_fields(self.target, self.alias, self.version_id)
         started_at = utc_now()
         started = time.perf_counter()
@@ -114,3 +122,20 @@ class AuditMiddleware:
                 output=b"".join(state["response"]) if self.bodies else _MISSING,
                 latency_ms=latency_ms, status="error" if error_type else "ok", error_type=error_type, time=started_at,
             )
+
+
+def _usable(value: str) -> bool:
+    """Whether the audit log accepts ``value`` as a request ID or subject."""
+    try:
+        _text_field("header", value, True)
+    except AuditRecordError:
+        return False
+    return True
+
+
+async def _bad_request(send: Send, reason: str) -> None:
+    """Refuse a request whose record could not be written, before any handler answers it."""
+    body = f"Bad Request: {reason}\n".encode()
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
