@@ -37,3 +37,20 @@ def test_live_record_attributes_a_request_to_the_resolved_version(audit_project:
     assert (first.alias, first.version_id, first.subject, first.status) == ("prod", audit_project.v1, "42", "ok")
     assert (second.status, second.error_type) == ("error", "ValueError")
     assert (third.alias, third.version_id) == ("HEAD", audit_project.v2)
+
+
+def test_recording_annotations_tell_type_checkers_it_never_swallows_and_what_live_record_returns() -> None:
+    """``__exit__ -> bool`` made mypy call a ``return`` inside ``with live.record(...)`` a missing
+    return; ``live.record -> Any`` left every typo on the recording unchecked."""
+    from typing import get_type_hints
+
+    from tether.audit.log import AsyncRecording, Recording
+    from tether.lifecycle.runtime import LiveVersion
+
+    assert get_type_hints(Recording.__exit__)["return"] is type(None)
+    assert get_type_hints(AsyncRecording.__aexit__)["return"] is type(None)
+    import tether.audit.log as log_module
+    import tether.lifecycle.runtime as runtime_module
+
+    hints = get_type_hints(LiveVersion.record, {**vars(runtime_module), "Recording": log_module.Recording})
+    assert hints["return"] is Recording

@@ -245,7 +245,9 @@ class Recording:
 
     strict = True  # explicit inputs/outputs must have a canonical form
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        # None, not bool: the block's exception is never swallowed, and type checkers only know
+        # that when __exit__ cannot return True (else code after a `return` inside looks reachable).
         latency = int((_time.perf_counter() - self._start) * 1_000_000)
         error_type = None
         if exc_type is not None:
@@ -261,7 +263,6 @@ class Recording:
             if exc is None:
                 raise
             exc.add_note(f"tether: the audit record of request {self.request_id} was not written: {failure}")
-        return False
 
 
 class AsyncRecording(Recording):
@@ -271,7 +272,7 @@ class AsyncRecording(Recording):
         self.__enter__()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         latency = int((_time.perf_counter() - self._start) * 1_000_000)
         error_type = None
         if exc_type is not None:
@@ -288,7 +289,6 @@ class AsyncRecording(Recording):
             if exc is None:
                 raise
             exc.add_note(f"tether: the audit record of request {self.request_id} was not written: {failure}")
-        return False
 
 
 def _settle_futures(records: list[PendingRecord], error: BaseException | None) -> None:

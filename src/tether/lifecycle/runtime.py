@@ -28,10 +28,13 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import DriftError, UsageError, VerificationError
 from tether.meta.base import MetadataError
+
+if TYPE_CHECKING:
+    from tether.audit.log import Recording
 
 LIVE_DIR = "live"
 _LOG = logging.getLogger("tether")
@@ -211,7 +214,7 @@ class LiveVersion:
         )
 
     # ---- audit -----------------------------------------------------------------------------------
-    def record(self, request_id: str | None = None, subject: str | None = None, attributes: dict[str, Any] | None = None) -> Any:
+    def record(self, request_id: str | None = None, subject: str | None = None, attributes: dict[str, Any] | None = None) -> Recording:
         """One audit record attributed to this exact version: ``with live.record(...) as rec: ...;
         rec.output(x)``. Written to the project's audit log (see :mod:`tether.audit`) even when the
         block raises; in ``sync`` mode durable before the block ends."""
