@@ -31,3 +31,15 @@ def test_a_missing_database_is_still_one_line_and_exit_2(project_dir: ProjectDir
     result = project_dir.run("log", code=2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tether: error: no metadata database at ") and "tether init" in lines[0]
+
+
+def test_component_and_store_errors_are_tether_errors_with_their_exit_codes(project_dir: ProjectDir) -> None:
+    from tether.components import ComponentError
+    from tether.store.base import ObjectCorruptError, ObjectMissingError, StoreError
+
+    project_dir.run("init")
+    with tether.Project.open(project_dir.root) as project, pytest.raises(tether.UsageError, match="unknown kind 'widget'"):
+        project.add("widget", "x", [])  # an application catching tether's errors around Project.add
+    assert issubclass(ComponentError, tether.UsageError) and issubclass(StoreError, tether.TetherError)
+    assert exit_code_for(ComponentError("bad")) == 2 and exit_code_for(StoreError("bad")) == 2
+    assert exit_code_for(ObjectMissingError("gone")) == 1 and exit_code_for(ObjectCorruptError("changed")) == 1

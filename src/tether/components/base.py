@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
+from tether.errors import UsageError
 from tether.ids import FileBlocks, digest_json, open_blocks
 
 
-class ComponentError(Exception):
-    """Bad declaration or bad source content; the message names the file and field."""
+class ComponentError(UsageError):
+    """Bad declaration or bad source content; the message names the file and field.
+
+    A :class:`~tether.UsageError`, so an application catching ``tether.TetherError`` around
+    ``Project.add`` or ``commit`` catches it too."""
 
 
 class PathEscapeError(ComponentError):

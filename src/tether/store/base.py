@@ -8,17 +8,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from tether.errors import TetherError
 
-class StoreError(Exception):
-    """Base class for object store failures."""
+
+class StoreError(TetherError):
+    """Base class for object store failures (a :class:`~tether.TetherError`, exit 2)."""
 
 
 class ObjectMissingError(StoreError):
     """An object a version needs is not in the store."""
 
+    exit_code = 1
+
 
 class ObjectCorruptError(StoreError):
     """An object's bytes no longer hash to its name."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
