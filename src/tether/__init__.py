@@ -38,3 +38,8 @@ def __getattr__(name: str) -> Any:
         globals()["resolve"] = resolve  # later lookups skip this hook: a warm resolve stays sub-microsecond
         return resolve
     raise AttributeError(f"module 'tether' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so ``dir()``, ``help()`` and notebook completion show ``resolve``."""
+    return sorted({*globals(), *__all__})

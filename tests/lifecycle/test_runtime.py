@@ -329,3 +329,10 @@ def test_a_metadata_outage_with_nothing_resolved_yet_raises(deploy: DeployProjec
     monkeypatch.setattr(runtime._Source, "locate", unreachable)
     with pytest.raises(MetadataError, match="connection refused"):
         tether.resolve("prod", project_dir=deploy.root)
+
+
+def test_the_lazily_imported_api_is_listed_for_completion_and_help() -> None:
+    import tether.audit
+
+    assert {"resolve", "Project", "TetherError"} <= set(dir(tether))
+    assert {"AuditLog", "Recording", "open_log"} <= set(dir(tether.audit))

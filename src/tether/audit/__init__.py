@@ -27,3 +27,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(records, name)
     raise AttributeError(f"module 'tether.audit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so ``dir()`` and notebook completion show ``AuditLog``."""
+    return sorted({*globals(), *__all__})
