@@ -97,6 +97,28 @@ def test_bad_records_get_clear_errors_and_nothing_is_written(audit_project: Audi
         assert log.store.size() == 0
 
 
+def test_bad_arguments_are_tether_errors_not_bare_builtins_or_sqlite(audit_project: AuditProject) -> None:
+    """Each used to escape as OverflowError, ValueError, AttributeError or sqlite3.ProgrammingError."""
+    log = AuditLog.open(audit_project.root, durability="sync")
+    fields = {"alias": "prod", "version_id": audit_project.v1, "request_id": "x"}
+    for latency in (float("inf"), float("nan")):
+        with pytest.raises(AuditRecordError, match="latency_ms must be a finite"):
+            log.append(**fields, latency_ms=latency)
+        with pytest.raises(AuditRecordError, match="latency_ms must be a finite"):
+            asyncio.run(log.append_async(**fields, latency_ms=latency))
+    with pytest.raises(AuditRecordError, match="time: a timezone-aware datetime is required, got str"):
+        log.append(**fields, time="2026-03-01T10:00:00Z")  # type: ignore[arg-type]
+    index = log.append(**fields, input="q")
+    with pytest.raises(UsageError, match="field_name must be 'input' or 'output'"):
+        log.matches(index, "inputs", "q")
+    assert log.matches(index, "input", "q") is True
+    log.close()
+    log.close()  # closing twice is harmless
+    for read in (lambda: log.query(request_id="x"), lambda: log.prove("x"), log.checkpoint):
+        with pytest.raises(UsageError, match="the audit log is closed"):
+            read()
+
+
 def test_group_commit_8_writers_every_record_durable_and_in_one_tree(audit_project: AuditProject) -> None:
     with AuditLog.open(audit_project.root, durability="sync") as log:
         indexes: list[int] = []

@@ -24,6 +24,7 @@ import datetime as _dt
 import functools
 import inspect
 import json
+import math
 import os
 import queue
 import signal
@@ -123,6 +124,13 @@ def _request_scope() -> contextlib.AbstractContextManager[None]:
     from tether.lifecycle.runtime import request_scope
 
     return request_scope()
+
+
+def _check_latency(latency_ms: Any) -> None:
+    """A finite, non-negative number (infinity or NaN would fail deep in the write as a bare
+    OverflowError or ValueError)."""
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or not 0 <= latency_ms < math.inf:
+        raise AuditRecordError(f"audit record: latency_ms must be a finite, non-negative number, got {latency_ms!r}")
 
 
 def _target_fields(target: Any, alias: Any, version_id: Any) -> tuple[Any, Any]:
@@ -538,8 +546,7 @@ class AuditLog:
         """:meth:`append` for coroutines."""
         alias, version_id = _target_fields(target, fields.pop("alias", None), fields.pop("version_id", None))
         latency_ms = fields.pop("latency_ms", 0.0)
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
-            raise AuditRecordError(f"audit record: latency_ms must be a non-negative number, got {latency_ms!r}")
+        _check_latency(latency_ms)
         unknown = set(fields) - {"request_id", "subject", "attributes", "input", "output", "status", "error_type", "time"}
         if unknown:
             raise TypeError(f"append_async: unexpected arguments {', '.join(sorted(unknown))}")
@@ -569,8 +576,7 @@ class AuditLog:
     ) -> int | None:
         """The plain function form: write one finished request. Returns its leaf index (sync mode)."""
         alias, version_id = _target_fields(target, alias, version_id)
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
-            raise AuditRecordError(f"audit record: latency_ms must be a non-negative number, got {latency_ms!r}")
+        _check_latency(latency_ms)
         return self._write(
             alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
             time=time, latency_us=round(latency_ms * 1000), status=status, error_type=error_type,
@@ -1204,6 +1210,8 @@ class AuditLog:
         """Whether ``value`` is the input/output a record committed to (None once erased)."""
         from tether.audit.records import encode_payload
 
+        if field_name not in ("input", "output"):
+            raise UsageError(f"matches: field_name must be 'input' or 'output', got {field_name!r}")
         rows = list(self.store.iter_leaves(index, index + 1))
         if not rows:
             raise ReferenceNotFoundError(f"leaf {index}: not in the audit log")

@@ -57,6 +57,8 @@ _second_cache: tuple[int, str] = (-1, "")
 def format_time(moment: _dt.datetime) -> str:
     """ISO 8601 in UTC with microseconds and ``Z``: sorts as text in time order."""
     global _second_cache
+    if not isinstance(moment, _dt.datetime):
+        raise AuditRecordError(f"time: a timezone-aware datetime is required, got {type(moment).__name__}")
     if moment.tzinfo is None:
         raise AuditRecordError("time: a timezone-aware datetime is required (UTC is recorded)")
     if moment.utcoffset():

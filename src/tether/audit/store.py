@@ -928,3 +928,20 @@ class SQLiteAuditStore(AuditStore):
             thread.join(timeout=60)
         with self._lock:
             self.conn.close()
+            self.conn = _ClosedConnection(self.path)  # type: ignore[assignment]
+
+
+class _ClosedConnection:
+    """A closed store's connection: using it is a :class:`UsageError` naming the log, not
+    sqlite3's ``ProgrammingError: Cannot operate on a closed database``; closing again is a no-op."""
+
+    in_transaction = False
+
+    def __init__(self, path: Path):
+        self._path = path
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise UsageError(f"{self._path}: the audit log is closed")
