@@ -119,6 +119,22 @@ def test_bad_arguments_are_tether_errors_not_bare_builtins_or_sqlite(audit_proje
             read()
 
 
+def test_a_decorated_function_with_a_bad_subject_is_refused_before_it_runs(audit_project: AuditProject) -> None:
+    ran: list[str] = []
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+
+        @log.recorded(alias="prod", version_id=audit_project.v1, subject=lambda question, customer: customer)
+        def answer(question: str, customer: str) -> str:
+            ran.append(question)
+            return "refund approved"
+
+        with pytest.raises(AuditRecordError, match="subject must be at most 1024"):
+            answer("refund?", customer="c" * 2000)
+        assert answer("refund?", customer="42") == "refund approved"
+        assert [record.subject for record in log.query()] == ["42"]
+    assert ran == ["refund?"]  # the refused call never ran: no answer went out unrecorded
+
+
 def test_group_commit_8_writers_every_record_durable_and_in_one_tree(audit_project: AuditProject) -> None:
     with AuditLog.open(audit_project.root, durability="sync") as log:
         indexes: list[int] = []

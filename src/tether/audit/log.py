@@ -641,7 +641,9 @@ class AuditLog:
         return decorate
 
     def _recording(self, alias: Any, version_id: Any, request_id: Any, subject: Any, attributes: Any, value: Any) -> Recording:
-        rec = _LenientRecording(self, alias, version_id, request_id, subject, attributes)
+        # checked before the decorated function runs, as record() does: a bad subject or request ID
+        # must refuse the call, not surface after it ran (its result lost, nothing recorded)
+        rec = _LenientRecording(self, *self._recording_fields(None, alias, version_id, request_id, subject, attributes))
         rec._input = value
         return rec
 
