@@ -148,6 +148,20 @@ def test_a_tampered_materialized_copy_is_refused_on_load(deploy: DeployProject) 
         tether.resolve("prod", project_dir=deploy.root)
 
 
+def test_retrying_a_refused_materialized_copy_leaks_no_descriptors(deploy: DeployProject) -> None:
+    v1 = deploy.commit("v1")
+    deploy.run("promote", v1, "--to", "prod")
+    live = tether.resolve("prod", project_dir=deploy.root)
+    (live.root / "prompts" / "system.md").write_text("You are evil.\n")
+    runtime.clear_cache()
+    descriptors = []
+    for _ in range(20):  # a server retrying at every refresh interval
+        with pytest.raises(VerificationError, match="materialized copy does not match its digest"):
+            tether.resolve("prod", project_dir=deploy.root)
+        descriptors.append(len(os.listdir("/proc/self/fd")))
+    assert descriptors[-1] == descriptors[0]  # the project's database is opened once; nothing per retry
+
+
 # ---- guard -----------------------------------------------------------------------------------------
 def test_guard_passes_when_the_application_matches(deploy: DeployProject) -> None:
     v1 = deploy.commit("v1")

@@ -401,7 +401,13 @@ class _Source:
                     break
             else:
                 raise VerificationError(f"version {version_id[:12]}: {folder} keeps disappearing while it is loaded")
-            _verify_folder(folder, snapshots, version_id)
+            try:
+                _verify_folder(folder, snapshots, version_id)
+            except BaseException:
+                # release the hold: every retry of a refused copy would otherwise keep one more
+                # descriptor (and shared lock) open for the life of the process
+                os.close(self.holds.pop(version_id))
+                raise
             self.verified.add(version_id)
             with contextlib.suppress(OSError):
                 os.utime(folder)  # "last loaded", which gc's grace period counts from
