@@ -241,3 +241,21 @@ def test_a_compose_racing_gc_refuses_a_source_pruned_meanwhile(exp: Experiments,
     assert ran == [dropped]
     fsck = json.loads(exp.run("fsck", "--json").stdout)
     assert fsck["ok"] and fsck["versions"] == 2
+
+
+def test_fsck_names_a_branch_or_alias_left_on_a_pruned_version(exp: Experiments) -> None:
+    """Names never reach a pruned version through tether itself; fsck still checks it (a store
+    shared with an older tether, a hand-edited database)."""
+    dropped = exp.experiment("exp", count=1)[0]
+    exp.gc()
+    with Project.open(exp.root) as project:
+        project.meta.set_branch("zombie", dropped)
+        from tether.meta.lifecycle import lifecycle_repository
+
+        lifecycle_repository(project.meta).move_alias(
+            "ghost", dropped, action="promote", expected_moves=0, expected_version=None, actor="t",
+            time="2026-11-27T00:00:00Z", reason=None, evidence={},
+        )
+    problems = json.loads(exp.run("fsck", "--json", code=1).stdout)["problems"]
+    assert f"branch zombie: points at version {dropped[:12]}, whose files gc --unreachable removed" in problems
+    assert f"alias ghost: serves version {dropped[:12]}, whose files gc --unreachable removed" in problems

@@ -1259,10 +1259,21 @@ class Project:
                 elif digest_bytes(body) != digest:
                     report.problems.append(f"version {short}: snapshot {digest[:12]} does not hash to its digest")
         report.snapshots = len(seen_snapshots)
-        report.pruned = len(set(self.store.pruned()) & known_ids)
+        pruned = set(self.store.pruned())
+        report.pruned = len(pruned & known_ids)
         for name, version_id in self.meta.list_branches().items():
             if version_id not in known_ids:
                 report.problems.append(f"branch {name}: points at missing version {version_id[:12]}")
+            elif version_id in pruned:
+                report.problems.append(f"branch {name}: points at version {version_id[:12]}, whose files gc --unreachable removed")
+        if pruned:
+            from tether.meta.lifecycle import lifecycle_repository
+
+            for alias, state in sorted(lifecycle_repository(self.meta).list_aliases().items()):
+                if state.version_id in pruned:
+                    report.problems.append(
+                        f"alias {alias}: serves version {state.version_id[:12]}, whose files gc --unreachable removed"
+                    )
         users: dict[str, dict[tuple[str, str], None]] = {}  # insertion-ordered sets
         for digest, who, what in self.object_users():
             users.setdefault(digest, {})[(who, what)] = None
