@@ -41,6 +41,24 @@ def test_context_manager_records_success_and_error_with_exception_type(audit_pro
     assert (failed.status, failed.error_type, failed.output_digest) == ("error", "KeyError", None)
 
 
+def test_a_payload_without_canonical_form_is_refused_while_the_request_can_still_fail(audit_project: AuditProject) -> None:
+    """rec.output(object()) used to pass, then fail at the end of the block: the answer was given
+    and no record written. It is refused at once; the record is written, as an error."""
+    from tether.audit.records import AuditRecordError
+
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        answered = []
+        with pytest.raises(AuditRecordError), log.record(alias="prod", version_id=audit_project.v1, request_id="r-obj") as rec:
+            rec.output(object())
+            answered.append("sent")
+        with pytest.raises(AuditRecordError), log.record(alias="prod", version_id=audit_project.v1, request_id="r-set") as rec:
+            rec.set(model=object())
+        records = {record.request_id: record for record in log.query()}
+    assert answered == []
+    assert (records["r-obj"].status, records["r-obj"].error_type) == ("error", "tether.audit.records.AuditRecordError")
+    assert records["r-set"].status == "error" and records["r-set"].attributes == {}
+
+
 def test_plain_function_and_decorator_forms(audit_project: AuditProject) -> None:
     live = Live("prod", audit_project.v2)
     with AuditLog.open(audit_project.root, durability="sync") as log:

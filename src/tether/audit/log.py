@@ -57,8 +57,10 @@ from tether.audit.records import (
     Payload,
     PendingRecord,
     Record,
+    check_attributes,
     check_fields,
     decode_payload,
+    encode_payload,
     format_time,
     make_record,
     salted_digest,
@@ -234,15 +236,24 @@ class Recording:
         self.index: int | None = None
 
     def input(self, value: Any) -> None:
-        """The request's input: a salted digest always, the content where the policy keeps inputs."""
+        """The request's input: a salted digest always, the content where the policy keeps inputs.
+
+        A value without a canonical form is refused here (:class:`AuditRecordError`), while the
+        request can still fail, not when the block ends and the answer has already been given."""
+        if self.strict:
+            encode_payload(value)
         self._input = value
 
     def output(self, value: Any) -> None:
-        """The response: a salted digest always, the content where the policy keeps outputs."""
+        """The response: a salted digest always, the content where the policy keeps outputs
+        (refused at once, like :meth:`input`, when it has no canonical form)."""
+        if self.strict:
+            encode_payload(value)
         self._output = value
 
     def set(self, **attributes: Any) -> None:
-        """Add free attributes to the record."""
+        """Add free attributes to the record (checked at once, like :meth:`output`)."""
+        check_attributes({**self.attributes, **attributes})
         self.attributes.update(attributes)
         self._checked = None
 
