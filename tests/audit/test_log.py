@@ -59,6 +59,15 @@ def test_a_payload_without_canonical_form_is_refused_while_the_request_can_still
     assert records["r-set"].status == "error" and records["r-set"].attributes == {}
 
 
+def test_a_query_by_a_version_prefix_is_refused_not_answered_empty(audit_project: AuditProject) -> None:
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        log.append(alias="prod", version_id=audit_project.v1, request_id="r-1")
+        assert [record.request_id for record in log.query(version_id=audit_project.v1)] == ["r-1"]
+        for wrong in (audit_project.v1[:12], "prod"):
+            with pytest.raises(UsageError, match="must be a full version ID"):
+                log.query(version_id=wrong)
+
+
 def test_plain_function_and_decorator_forms(audit_project: AuditProject) -> None:
     live = Live("prod", audit_project.v2)
     with AuditLog.open(audit_project.root, durability="sync") as log:

@@ -63,6 +63,10 @@ def test_accessor_errors_name_the_component(deploy: DeployProject) -> None:
         live.prompt("nope")
     with pytest.raises(UsageError, match="'generation' is a config, not a prompt"):
         live.prompt("generation")
+    with pytest.raises(UsageError, match="'system' is a prompt, not an index"):
+        live.index("system")
+    with pytest.raises(UsageError, match=r"'llm' \(model\) has no files: it is described, not stored"):
+        live.path("llm")
     with pytest.raises(ReferenceNotFoundError):
         tether.resolve("canary", project_dir=deploy.root)
 

@@ -70,6 +70,7 @@ from tether.audit.store import AuditDataError, AuditStore, CheckpointRow, LeafRo
 from tether.audit.tree import PathView, TreeView, extend_nodes, frontier, recomputed_leaf_hashes
 from tether.audit.verified import load_state
 from tether.errors import CheckFailedError, ReferenceNotFoundError, UsageError, VerificationError
+from tether.ids import is_digest
 
 AUDIT_DB = "audit.db"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -1100,7 +1101,15 @@ class AuditLog:
     ) -> list[Record]:
         """Records by request ID, or matching subject / version / time range (end exclusive),
         each checked before it is returned (see :meth:`_check`). When one fails, raises
-        :class:`TamperedRecordsError` naming it and holding every record found, each marked."""
+        :class:`TamperedRecordsError` naming it and holding every record found, each marked.
+
+        ``version_id`` is a full version ID (a prefix or an alias matches nothing, so it is refused:
+        ``tether.resolve(ref).version_id`` gives the ID)."""
+        if version_id is not None and not is_digest(version_id):
+            raise UsageError(
+                f"query: version_id must be a full version ID (64 hex characters), got '{version_id}'; "
+                "tether.resolve(REF).version_id gives it"
+            )
         if request_id is not None:
             rows = self.store.leaves_by_request(request_id)
         else:

@@ -117,7 +117,8 @@ class LiveVersion:
         if snap is None:
             raise UsageError(f"version {self.version_id[:12]}: no component '{name}'")
         if snap.kind != kind:
-            raise UsageError(f"version {self.version_id[:12]}: component '{name}' is a {snap.kind}, not a {kind}")
+            article = "an" if kind[:1] in "aeiou" else "a"
+            raise UsageError(f"version {self.version_id[:12]}: component '{name}' is a {snap.kind}, not {article} {kind}")
         return name, snap
 
     def _file(self, name: str, rel: str) -> Path:
@@ -130,6 +131,8 @@ class LiveVersion:
         if snap is None:
             raise UsageError(f"version {self.version_id[:12]}: no component '{name}'")
         if rel is None:
+            if not snap.files:
+                raise UsageError(f"component '{name}' ({snap.kind}) has no files: it is described, not stored")
             if len(snap.files) != 1:
                 raise UsageError(f"component '{name}' has {len(snap.files)} files; name one")
             rel = snap.files[0].path
