@@ -146,3 +146,16 @@ def test_a_client_header_the_log_refuses_never_leaves_an_answered_request_unreco
     assert sorted(record.request_id for record in records) == sorted(answered)  # each under a fresh ID
     assert all(len(request_id) == 36 for request_id in answered)
     assert refused.status_code == 400 and "x-customer-id header" in refused.text  # the handler never ran
+
+
+def test_an_app_that_names_the_request_itself_sends_one_id_and_the_record_takes_it(audit_project: AuditProject) -> None:
+    async def named(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", headers={"X-Request-ID": "app-42"})
+
+    live = Live("prod", audit_project.v1)
+    app = Starlette(routes=[Route("/named", named)])
+    with AuditLog.open(audit_project.root, durability="sync") as log:
+        app.add_middleware(AuditMiddleware, log=log, target=live)
+        response = TestClient(app).get("/named", headers={"X-Request-ID": "client-1"})
+        assert response.headers.get_list("x-request-id") == ["app-42"]
+        assert [record.request_id for record in log.query()] == ["app-42"]

@@ -84,7 +84,7 @@ class AuditMiddleware:
         alias, version_id = _target_fields(self.target, self.alias, self.version_id)
         started_at = utc_now()
         started = time.perf_counter()
-        state: dict[str, Any] = {"status": None, "request": [], "response": []}
+        state: dict[str, Any] = {"status": None, "request": [], "response": [], "request_id": request_id}
 
         async def receive_wrapper() -> Message:
             message = await receive()
@@ -96,7 +96,16 @@ class AuditMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 message = dict(message)
-                message["headers"] = [*message.get("headers", []), (self.request_id_header, request_id.encode("latin-1"))]
+                headers = list(message.get("headers", []))
+                own = [value for key, value in headers if key.lower() == self.request_id_header]
+                if own and _usable(own[-1].decode("latin-1").strip()):
+                    # The app named the request itself: the record takes its ID, so the client
+                    # sees one ID, the one it can query (never two headers).
+                    state["request_id"] = own[-1].decode("latin-1").strip()
+                else:
+                    headers = [(key, value) for key, value in headers if key.lower() != self.request_id_header]
+                    headers.append((self.request_id_header, request_id.encode("latin-1")))
+                message["headers"] = headers
             elif self.bodies and message["type"] == "http.response.body":
                 state["response"].append(message.get("body", b""))
             await send(message)
@@ -117,7 +126,7 @@ class AuditMiddleware:
             latency_ms = (time.perf_counter() - started) * 1000
 
             await self.log.append_async(
-                alias=alias, version_id=version_id, request_id=request_id, subject=subject, attributes=attributes,
+                alias=alias, version_id=version_id, request_id=state["request_id"], subject=subject, attributes=attributes,
                 input=b"".join(state["request"]) if self.bodies else _MISSING,
                 output=b"".join(state["response"]) if self.bodies else _MISSING,
                 latency_ms=latency_ms, status="error" if error_type else "ok", error_type=error_type, time=started_at,
