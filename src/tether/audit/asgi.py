@@ -5,7 +5,8 @@ app.add_middleware(AuditMiddleware, log=AuditLog.open("."), target=lambda: tethe
 ```
 
 The request ID comes from the ``X-Request-ID`` header (one is generated when it is absent or one
-the log would refuse) and is sent back on the response; a subject header the log would refuse is
+the log would refuse) and is sent back on the response (an app that sets that header on its
+response names the request itself: the record takes its ID, and one header is sent); a subject header the log would refuse is
 answered 400 before the app runs. A response with status 500 or more, or an exception, is recorded as an
 error. ``target`` may be a live version or a callable returning one, called per request so an
 alias move shows up at once; within the request, the handler's own ``tether.resolve`` of the
