@@ -94,6 +94,7 @@ def test_rehearsals_approvals_and_eval_summaries(repo: tuple[Any, LifecycleRepos
     assert approval.id >= 1
     assert [(a.approver, a.reason) for a in lifecycle.approvals(v2, "prod")] == [("rita", "looks right")]
     assert lifecycle.approvals(v2, "staging") == [] and lifecycle.approvals(v1, "prod") == []
+    assert lifecycle.approved_versions() == {v2}
     assert lifecycle.latest_eval_summary(v1, "evals") is None
     with meta.transaction(write=True) as connection:
         for created, score in (("2026-01-01T00:00:00Z", 0.5), ("2026-01-02T00:00:00Z", 0.75)):

@@ -112,6 +112,8 @@ def test_every_name_keeps_its_versions_and_their_ancestors(exp: Experiments) -> 
     exp.run("promote", "main", "--to", "staging")  # the alias moved on: its history still keeps it
     rehearsed = exp.experiment("rehearsed", count=1)[0]
     exp.run("rollback", "staging", "--rehearse", "--from", rehearsed)
+    approved = exp.experiment("approved", count=1)[0]
+    exp.run("approve", approved, "--for", "prod")  # awaiting its promotion
     audited = exp.experiment("audited", count=1)[0]
     with Project.open(exp.root) as project:
         from tether.audit import AuditLog
@@ -123,7 +125,7 @@ def test_every_name_keeps_its_versions_and_their_ancestors(exp: Experiments) -> 
     exp.run("checkout", detached)  # HEAD keeps it
     pruned = {item["version_id"] for item in exp.gc()["pruned"]}
     assert pruned == {gone}
-    for version in (*kept_by_branch, deployed, rehearsed, audited, detached):
+    for version in (*kept_by_branch, deployed, rehearsed, approved, audited, detached):
         exp.run("checkout", version, "--dir", str(exp.root.parent / version[:12]))
     assert json.loads(exp.run("fsck", "--json").stdout)["ok"]
 

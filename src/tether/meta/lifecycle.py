@@ -176,6 +176,10 @@ class LifecycleRepository(ABC):
         """Approvals of promoting ``version_id`` to ``alias``, oldest first."""
 
     @abstractmethod
+    def approved_versions(self) -> set[str]:
+        """Every version with at least one approval (``gc --unreachable`` keeps their files)."""
+
+    @abstractmethod
     def latest_eval_summary(self, version_id: str, evalset: str) -> tuple[str, dict[str, Any]] | None:
         """(run ID, summary) of the newest stored eval run of a version on an eval set, or None."""
 
@@ -370,6 +374,13 @@ class SqlLifecycleRepository(LifecycleRepository):
             ApprovalRecord(int(row.id), str(row.version_id), str(row.alias), str(row.approver), str(row.time), row.reason)
             for row in rows
         ]
+
+    def approved_versions(self) -> set[str]:
+        from tether.meta.sql import APPROVALS
+
+        with self._meta.transaction() as connection:
+            rows = connection.execute(select(APPROVALS.c.version_id).distinct()).all()
+        return {str(row.version_id) for row in rows}
 
     def latest_eval_summary(self, version_id: str, evalset: str) -> tuple[str, dict[str, Any]] | None:
         from tether.meta.sql import EVAL_RUNS

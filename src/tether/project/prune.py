@@ -5,7 +5,7 @@ stays, so ``log``, ``show`` and every audit answer about it keep working. Its fi
 costs: a fine-tune's weights. A version keeps its files while it is, or is an ancestor of:
 
 - a branch head, or this working copy's HEAD or tree base;
-- any version an alias ever pointed at, or a rehearsal named (the deploy history);
+- any version an alias ever pointed at, or a rehearsal or an approval named (the deploy history);
 - a version an audit record of this working copy names (an investigation may need its content).
 
 Everything else, once older than the grace period, is pruned: its files are removed and the
@@ -44,6 +44,8 @@ def roots(project: Project) -> dict[str, str]:
             for version_id in (rehearsal.to_version, rehearsal.from_version):
                 if version_id:
                     kept.setdefault(version_id, f"a rehearsal of alias {alias}")
+    for version_id in sorted(lifecycle.approved_versions()):
+        kept.setdefault(version_id, "an approval")
     for version_id in _audited(project):
         kept.setdefault(version_id, "an audit record")
     return kept
