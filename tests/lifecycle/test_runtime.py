@@ -354,3 +354,26 @@ def test_the_lazily_imported_api_is_listed_for_completion_and_help() -> None:
 
     assert {"resolve", "Project", "TetherError"} <= set(dir(tether))
     assert {"AuditLog", "Recording", "open_log"} <= set(dir(tether.audit))
+
+
+def test_live_record_async_writes_the_record_without_blocking_the_loop(deploy: DeployProject) -> None:
+    import asyncio
+
+    from tether.audit.log import open_log
+
+    v1 = _full_project(deploy)
+    live = tether.resolve("prod", project_dir=deploy.root)
+
+    async def handler(question: str) -> str:
+        async with live.record_async(request_id="async-1", subject="c9") as rec:
+            rec.input(question)
+            answer = f"about {question}"
+            rec.output(answer)
+        return answer
+
+    assert asyncio.run(handler("refunds")) == "about refunds"
+    log = open_log(deploy.root)
+    log.flush()
+    (record,) = log.query(request_id="async-1")
+    assert (record.alias, record.version_id, record.subject, record.status) == ("prod", v1, "c9", "ok")
+    assert record.input_digest and record.output_digest

@@ -34,7 +34,7 @@ from tether.errors import DriftError, UsageError, VerificationError
 from tether.meta.base import MetadataError
 
 if TYPE_CHECKING:
-    from tether.audit.log import Recording
+    from tether.audit.log import AsyncRecording, Recording
 
 LIVE_DIR = "live"
 _LOG = logging.getLogger("tether")
@@ -226,6 +226,17 @@ class LiveVersion:
         if self.project_root is None:
             raise UsageError("live.record: this live version has no project folder to keep an audit log in")
         return open_log(self.project_root).record(self, request_id=request_id, subject=subject, attributes=attributes)
+
+    def record_async(
+        self, request_id: str | None = None, subject: str | None = None, attributes: dict[str, Any] | None = None
+    ) -> AsyncRecording:
+        """:meth:`record` for coroutines: ``async with live.record_async(...) as rec:``; waiting for
+        the record to be durable does not block the event loop."""
+        from tether.audit.log import open_log
+
+        if self.project_root is None:
+            raise UsageError("live.record_async: this live version has no project folder to keep an audit log in")
+        return open_log(self.project_root).record_async(self, request_id=request_id, subject=subject, attributes=attributes)
 
     # ---- guard -----------------------------------------------------------------------------------
     def guard(self, root: str | os.PathLike[str] | None = None, environment: bool = True) -> GuardReport:
