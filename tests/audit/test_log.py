@@ -196,6 +196,13 @@ def test_batched_mode_returns_at_once_and_flushes_on_close(audit_project: AuditP
         assert [r.request_id for r in reopened.query(request_id="b-499")] == ["b-499"]
 
 
+def test_a_batched_log_answers_a_query_with_what_it_queued(audit_project: AuditProject) -> None:
+    """Read your own writes: the queue is written before a query reads the database."""
+    with AuditLog.open(audit_project.root, durability="batched") as log:
+        assert log.append(alias="prod", version_id=audit_project.v1, request_id="a1") is None
+        assert [record.request_id for record in log.query(request_id="a1")] == ["a1"]
+
+
 def test_batched_queue_is_bounded(audit_project: AuditProject) -> None:
     audit_project.configure('durability = "batched"\nbatch_size = 16\nbatch_interval_ms = 5000')
     log = AuditLog.open(audit_project.root)

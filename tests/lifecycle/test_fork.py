@@ -114,6 +114,7 @@ def test_a_forked_child_records_to_the_audit_log_beside_its_parent(deploy: Deplo
     log = open_log(deploy.root)
 
     def child() -> None:
+        log.flush()  # nothing of the child's is queued yet, and no committer runs here: no wait
         with live.record(request_id="in-child", subject="c2") as rec:
             rec.output("b")
         log.close()

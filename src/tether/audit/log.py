@@ -881,8 +881,8 @@ class AuditLog:
         """Write everything queued so far; raises :class:`AuditWriteError` if it cannot be written."""
         marker = _Marker()
         with self._lock:
-            if self._closed:
-                return
+            if self._closed or self._pid != os.getpid():
+                return  # closed, or a forked child that queued nothing of its own (no committer runs)
             self._queue.put(marker)
         marker.waiter.acquire()
         if marker.error is not None:
@@ -1110,6 +1110,8 @@ class AuditLog:
                 f"query: version_id must be a full version ID (64 hex characters), got '{version_id}'; "
                 "tether.resolve(REF).version_id gives it"
             )
+        if self.settings.durability == "batched":
+            self.flush()  # read your own writes: what this log queued is written before it is asked for
         if request_id is not None:
             rows = self.store.leaves_by_request(request_id)
         else:
