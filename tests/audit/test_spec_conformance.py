@@ -378,3 +378,73 @@ def test_the_key_id_and_key_strings_are_the_c2sp_ones(audit_project: AuditProjec
     note = audit_project.dir.run("audit", "checkpoint").stdout
     signature = spec_b64(note.rsplit("\n", 2)[1].split(" ")[2])
     assert signature[:4] == struct.pack(">I", int(hex_id, 16)) and len(signature) == 4 + 64
+
+
+# ---- notes the specs say to refuse: tether's verifier must refuse them too ----------------------------------
+def _spec_sign(text: str, name: str, seed: bytes) -> tuple[str, str]:
+    """A signed note built with nothing but the spec and the ``cryptography`` package; and the vkey."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_id = spec_key_id(name, public)
+    line = f"{EM_DASH} {name} {base64.b64encode(key_id + private.sign(text.encode())).decode()}\n"
+    material = base64.b64encode(b"\x01" + public).decode()
+    return f"{text}\n{line}", f"{name}+{key_id.hex()}+{material}"
+
+
+ORIGIN = "example.com/log"
+ROOT = base64.b64encode(hashlib.sha256(b"tree").digest()).decode()
+BODY = f"{ORIGIN}\n12\n{ROOT}\n"
+NOTE, VKEY = _spec_sign(BODY, ORIGIN, bytes(range(32)))
+WITNESS, _ = _spec_sign(BODY, "witness.example/w1", bytes(range(1, 33)))
+SIG = NOTE.split("\n\n")[1]
+
+
+def _signed(body: str) -> str:
+    return _spec_sign(body, ORIGIN, bytes(range(32)))[0]
+
+
+ACCEPTED = {
+    "plain": NOTE,
+    "cosigned by an unknown witness": NOTE + WITNESS.split("\n\n")[1],
+    "extension line": _signed(BODY + "extension line\n"),
+}
+REFUSED = {
+    "trailing space after the signature": NOTE[:-1] + " \n",
+    "a trailing space added to the signed text": NOTE.replace(f"{ORIGIN}\n12", f"{ORIGIN} \n12", 1),
+    "CRLF line endings": NOTE.replace("\n", "\r\n"),
+    "no final newline": NOTE[:-1],
+    "a hyphen for the em dash": NOTE.replace(EM_DASH, "-"),
+    "signed by an unknown key only": WITNESS,
+    "same name, other key ID": BODY + "\n" + SIG.replace(SIG.split(" ")[2][:6], "AAAAAA"),
+    "a signature line whose key name holds '+'": NOTE + f"{EM_DASH} a+b AAAAAAAA\n",
+    "a signature line whose key name holds U+00A0": NOTE + f"{EM_DASH} a\u00a0b AAAAAAAA\n",
+    "two signature lines joined by U+2028": BODY + "\n" + SIG[:-1] + "\u2028" + SIG,
+    "tree size with a leading zero": _signed(f"{ORIGIN}\n012\n{ROOT}\n"),
+    "tree size with a sign": _signed(f"{ORIGIN}\n+12\n{ROOT}\n"),
+    "root hash without padding": _signed(f"{ORIGIN}\n12\n{ROOT.rstrip('=')}\n"),
+    "empty extension line": _signed(BODY + "\n"),
+    "two lines only": _signed(f"{ORIGIN}\n12\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_notes_the_spec_accepts_are_accepted(case: str) -> None:
+    from tether.audit.note import Verifier, open_checkpoint
+
+    expected = spec_parse_checkpoint(spec_open_note(ACCEPTED[case].encode(), spec_parse_vkey(VKEY)))
+    checkpoint = open_checkpoint(ACCEPTED[case], Verifier.parse(VKEY), ORIGIN)
+    assert (checkpoint.origin, checkpoint.size, checkpoint.root, list(checkpoint.extensions)) == (
+        expected.origin, expected.size, expected.root, expected.extensions)
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_notes_the_spec_refuses_are_refused(case: str) -> None:
+    from tether.audit.note import NoteError, Verifier, open_checkpoint
+
+    with pytest.raises(Malformed):
+        spec_parse_checkpoint(spec_open_note(REFUSED[case].encode(), spec_parse_vkey(VKEY)))
+    with pytest.raises(NoteError):
+        open_checkpoint(REFUSED[case], Verifier.parse(VKEY), ORIGIN)

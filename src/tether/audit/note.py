@@ -25,8 +25,13 @@ class NoteError(VerificationError):
     """A note, key or checkpoint that is malformed or whose signature does not verify."""
 
 
+def valid_key_name(name: str) -> bool:
+    """A key name as c2sp.org/signed-note allows it: non-empty, without Unicode spaces or '+'."""
+    return bool(name) and not any(ch.isspace() or ch == "+" for ch in name)
+
+
 def _check_name(name: str) -> None:
-    if not name or any(ch.isspace() or ch == "+" for ch in name):
+    if not valid_key_name(name):
         raise UsageError(f"key name '{name}': must be non-empty, without spaces or '+'")
 
 
@@ -123,6 +128,8 @@ class Signer:
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise NoteError("signer key: expected PRIVATE+KEY+name+keyid+base64key")
         name, hexid, material = parts[2:]
+        if not valid_key_name(name):
+            raise NoteError("signer key: malformed name")
         raw = _b64decode(material, f"signer key '{name}'")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError(f"signer key '{name}': not an Ed25519 key")
@@ -169,11 +176,13 @@ def split_note(note: str) -> tuple[str, list[NoteSignature]]:
     if not block:
         raise NoteError("malformed note: no signatures")
     signatures = []
-    for line in block.splitlines():
+    # lines end at U+000A only (str.splitlines would also split at U+2028, U+0085...); a signature
+    # line naming an invalid key makes the note malformed, as Go's note.Open has it
+    for line in block[:-1].split("\n"):
         if not line.startswith(SIGNATURE_PREFIX):
             raise NoteError(f"malformed signature line '{line[:40]}'")
         name, sep, blob = line[len(SIGNATURE_PREFIX):].partition(" ")
-        if not sep or not name or " " in blob:
+        if not sep or not valid_key_name(name) or " " in blob:
             raise NoteError(f"malformed signature line '{line[:40]}'")
         raw = _b64decode(blob, f"signature by '{name}'")
         if len(raw) < 5:
