@@ -422,6 +422,8 @@ REFUSED = {
     "a signature line whose key name holds '+'": NOTE + f"{EM_DASH} a+b AAAAAAAA\n",
     "a signature line whose key name holds U+00A0": NOTE + f"{EM_DASH} a\u00a0b AAAAAAAA\n",
     "two signature lines joined by U+2028": BODY + "\n" + SIG[:-1] + "\u2028" + SIG,
+    "tree size in Arabic-Indic digits": _signed(f"{ORIGIN}\n\u0661\u0662\n{ROOT}\n"),
+    "tree size as a superscript digit": _signed(f"{ORIGIN}\n\u00b2\n{ROOT}\n"),
     "tree size with a leading zero": _signed(f"{ORIGIN}\n012\n{ROOT}\n"),
     "tree size with a sign": _signed(f"{ORIGIN}\n+12\n{ROOT}\n"),
     "root hash without padding": _signed(f"{ORIGIN}\n12\n{ROOT.rstrip('=')}\n"),

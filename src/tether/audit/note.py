@@ -230,7 +230,8 @@ class Checkpoint:
         origin, size_text, root_text, *extensions = lines
         if not origin:
             raise NoteError("checkpoint: empty origin line")
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # ASCII digits only: str.isdigit() also holds for '\u0661' (which int() reads as 1) and '\u00b2'
+        if not size_text.isascii() or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
             raise NoteError(f"checkpoint: tree size '{size_text}' is not a decimal number")
         root = _b64decode(root_text, "checkpoint root hash")
         if len(root) != 32:
