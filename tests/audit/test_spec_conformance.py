@@ -450,3 +450,22 @@ def test_notes_the_spec_refuses_are_refused(case: str) -> None:
         spec_parse_checkpoint(spec_open_note(REFUSED[case].encode(), spec_parse_vkey(VKEY)))
     with pytest.raises(NoteError):
         open_checkpoint(REFUSED[case], Verifier.parse(VKEY), ORIGIN)
+
+
+def test_checkpoint_files_are_read_byte_for_byte_so_crlf_notes_are_refused(audit_project: AuditProject, tmp_path: Path) -> None:
+    """A note with CR in it is malformed (c2sp.org/signed-note): reading the file with universal
+    newlines turned CRLF into LF and verified a note no other verifier accepts."""
+    run = audit_project.dir.run
+    grow(audit_project, 0, 3)
+    exported = tmp_path / "checkpoint.txt"
+    run("audit", "checkpoint", "--export", str(exported))
+    crlf = tmp_path / "checkpoint-crlf.txt"
+    crlf.write_bytes(exported.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(Malformed):
+        spec_open_note(crlf.read_bytes(), spec_parse_vkey(run("audit", "key").stdout.strip()))
+    proof = tmp_path / "proof.json"
+    run("audit", "prove", "--index", "1", "-o", str(proof))
+    run("audit", "verify-inclusion", str(proof), "--checkpoint", str(exported))
+    assert "control characters" in run("audit", "verify-inclusion", str(proof), "--checkpoint", str(crlf), code=1).stderr
+    assert "control characters" in run("audit", "verify", "--against", str(crlf), code=1).stderr
+    assert "control characters" in run("audit", "prove", "--since", str(crlf), code=2).stderr

@@ -152,7 +152,7 @@ class VerifyReport:
 
 def _read_exported(path: str, verifier: Verifier, origin: str, report: VerifyReport) -> Checkpoint | None:
     try:
-        note = Path(path).read_text(encoding="utf-8")
+        note = Path(path).read_bytes().decode("utf-8")  # no newline translation: a CRLF note is malformed
     except FileNotFoundError as exc:
         raise UsageError(f"--against {path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -79,8 +79,8 @@ def _verifier(ctx: typer.Context, key: str | None) -> Verifier:
 def _read(option: str, path: str) -> str:
     from tether.errors import UsageError
 
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:  # bytes as they are: universal newlines would turn a CRLF note (malformed) into a valid one
+        return (sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()).decode("utf-8")
     except FileNotFoundError as exc:
         raise UsageError(f"{option} {path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
