@@ -101,6 +101,16 @@ def test_prove_and_verify_inclusion_as_a_third_party(audit_project: AuditProject
     other_key = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
     assert "not signed by key" in outsider.run("audit", "verify-inclusion", str(proof_path), "--key", other_key, code=1).stderr
     assert "--key" in outsider.run("audit", "verify-inclusion", str(proof_path), code=2).stderr
+    # a proof file is read strictly: no index that only looks like a number, no loose hex
+    for field, value, code in (
+        ("leaf_index", True, 2), ("leaf_index", "1", 2), ("leaf_index", 1.9, 2), ("leaf_index", 0, 1),
+        ("proof", [h.upper() for h in json.loads(proof_path.read_text())["proof"]], 2),
+        ("proof", [" ".join([h[:32], h[32:]]) for h in json.loads(proof_path.read_text())["proof"]], 2),
+    ):
+        loose = json.loads(proof_path.read_text())
+        loose[field] = value
+        forged.write_text(json.dumps(loose))
+        outsider.run("audit", "verify-inclusion", str(forged), "--key", key, code=code)
 
 
 def test_prove_consistency_and_verify_it(audit_project: AuditProject, tmp_path: Path) -> None:

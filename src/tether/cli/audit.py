@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -102,13 +103,17 @@ def _proof_file(path: str, expected_type: str) -> dict[str, Any]:
     return data
 
 
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def _hashes(data: dict[str, Any], key: str, path: str) -> list[bytes]:
     from tether.errors import UsageError
 
-    try:
-        return [bytes.fromhex(item) for item in data[key]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: field '{key}' must be a list of hex hashes") from exc
+    items = data.get(key)
+    # exactly 64 lowercase hex characters each: bytes.fromhex would also take spaces and capitals
+    if not isinstance(items, list) or not all(isinstance(item, str) and _HEX_HASH.fullmatch(item) for item in items):
+        raise UsageError(f"{path}: field '{key}' must be a list of hex hashes (64 lowercase hex characters each)")
+    return [bytes.fromhex(item) for item in items]
 
 
 def _print_records(records: list[Any]) -> None:
@@ -374,12 +379,16 @@ def verify_inclusion_command(
             signed = open_checkpoint(note, verifier)
         except NoteError as exc:
             fail(f"verify-inclusion failed: checkpoint: {exc}", 1, as_json)
+        index = data.get("leaf_index")
+        if type(index) is not int or index < 0:  # JSON true, "1" or 1.9 are not leaf indexes
+            raise UsageError(f"{proof_file}: field 'leaf_index' must be a whole number, 0 or more")
         try:
             leaf = str(data["leaf"]).encode("utf-8")
-            index = int(data["leaf_index"])
             record = Record.from_leaf(leaf)
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{proof_file}: the proof's leaf is not a tether audit record ({exc})") from exc
+        if record.index != index:
+            fail(f"verify-inclusion failed: the leaf is record {record.index}, the proof claims leaf {index}", 1, as_json)
         try:
             verify_inclusion(index, signed.size, leaf_hash(leaf), _hashes(data, "proof", proof_file), signed.root)
         except ProofError as exc:
