@@ -197,3 +197,21 @@ def test_a_hand_edited_component_table_error_names_tether_toml(
     prompt_project.write("x.md", "x\n")
     prompt_project.write("tether.toml", prompt_project.read("tether.toml") + "\n" + table)
     assert _one_line_error(prompt_project.run("status", code=None)) == f"tether: error: {message}"
+
+
+def test_help_keeps_bracketed_words(project_dir: ProjectDir) -> None:
+    """A help text naming a tether.toml table (``[evals] runner``) shows it: rich markup must not eat it."""
+    import re
+
+    import typer
+
+    root = typer.main.get_command(app)
+    for path in _command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        tables = {table for text in texts for table in re.findall(r"\[[a-z_.]+\]", text)}
+        shown = project_dir.run(*path, "--help").stdout
+        for table in tables:
+            assert table in shown, f"tether {' '.join(path)} --help lost {table}:\n{shown}"

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PlotOpt = Annotated[str | None, typer.Option("--plot", help="Draw the comparison into FILE.png (or .svg, .pdf).")]
+# Typer renders help as rich markup, which drops an unescaped [table]: write it \[table].
 MarginOpt = Annotated[
-    float | None, typer.Option("--margin", help="Equivalence margin on the mean score (default: [evals] margin, 0.02).")
+    float | None, typer.Option("--margin", help=r"Equivalence margin on the mean score (default: \[evals] margin, 0.02).")
 ]
 MAX_ERRORS_SHOWN = 5
 
@@ -123,9 +124,9 @@ def eval_run(
         str | None,
         typer.Option("--evalset-from", metavar="REF", help="Use this version's eval set (e.g. the current target on a candidate's cases)."),
     ] = None,
-    runner: Annotated[str | None, typer.Option("--runner", help="module:function (default: [evals] runner).")] = None,
+    runner: Annotated[str | None, typer.Option("--runner", help=r"module:function (default: \[evals] runner).")] = None,
     repeat: Annotated[int | None, typer.Option("--repeat", help="Run every case K times.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Run seed (default: [evals] seed, else random).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=r"Run seed (default: \[evals] seed, else random).")] = None,
     parallel: Annotated[int | None, typer.Option("--parallel", help="Worker threads (if the runner allows).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
