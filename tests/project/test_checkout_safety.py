@@ -67,6 +67,16 @@ def test_an_untracked_file_holding_the_target_bytes_is_no_conflict(extra_project
     assert (extra_project.root / "extra" / "x.safetensors").read_bytes() == wanted
 
 
+def test_checkout_refused_for_a_local_edit_names_the_file(extra_project: ProjectDir) -> None:
+    extra_project.write("prompts/system.md", "Local edit.\n")
+    result = extra_project.run("checkout", "HEAD~1", code=1)
+    assert result.stderr.strip() == (
+        "tether: error: working tree has changes no version records: "
+        "system (modified: prompts/system.md); commit them or use --force"
+    )
+    assert extra_project.read("prompts/system.md") == "Local edit.\n"
+
+
 def test_checkout_refuses_to_replace_a_folder_holding_untracked_files(prompt_project: ProjectDir) -> None:
     prompt_project.run("commit", "-m", "A")
     prompt_project.write("notes/cfg", "tracked\n")

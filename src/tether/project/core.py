@@ -790,7 +790,7 @@ class Project:
         if not force:
             drift = self.status().drifted
             if drift:
-                names = ", ".join(f"{item.name} ({item.state})" for item in drift)
+                names = ", ".join(_drift_label(item) for item in drift)
                 raise DriftError(f"working tree has changes no version records: {names}; commit them or use --force")
             self._refuse_overwrites(wanted, stale, current)
         previous_branch = self.current_branch()
@@ -1407,6 +1407,13 @@ def _file_in_the_way(root: Path, rel: str, replaceable: set[str]) -> Path | None
             continue
         return path if os.path.lexists(path) and folder in replaceable else None
     return None
+
+
+def _drift_label(item: ComponentStatus) -> str:
+    """``system (modified: prompts/system.md)``: a refused checkout names the files at stake, not
+    only their component, so the user knows what to commit or move."""
+    paths = [entry["path"] for entry in item.files if entry.get("path")]
+    return f"{item.name} ({item.state}: {_name_some(paths)})" if paths else f"{item.name} ({item.state})"
 
 
 def _name_some(paths: list[str], limit: int = 5) -> str:
