@@ -106,7 +106,9 @@ def test_tost_matches_two_one_sided_t_tests() -> None:
     assert p == pytest.approx(expected)
     half = stats.t.ppf(0.95, 119) * d.std(ddof=1) / math.sqrt(120)
     assert (low, high) == pytest.approx((d.mean() - half, d.mean() + half))
-    assert tost(np.zeros(30), 0.02)[0] == 0.0  # no spread: decided by the mean alone
+    # no spread: exact bounds on how many cases could differ, not a zero-width interval
+    assert tost(np.zeros(30), 0.02)[0] == pytest.approx(0.98**30)
+    assert tost(np.zeros(300), 0.02)[0] == pytest.approx(0.98**300)
     assert tost(np.full(30, 0.05), 0.02)[0] == 1.0
     assert tost(np.array([0.0]), 0.02)[0] == 1.0  # one case proves nothing
 
@@ -166,3 +168,25 @@ def test_verdicts_on_simulated_runs(drop: float, n: int, repeats: int, verdict: 
 def test_comparison_refuses_mismatched_cases() -> None:
     with pytest.raises(ValueError, match="same, non-zero number of cases"):
         compare_scores([[1.0]], [[1.0], [0.0]], 0.02)
+
+
+def test_identical_results_on_few_cases_do_not_prove_non_inferiority() -> None:
+    """All paired differences equal (e.g. every case passes in both runs) is no proof of zero
+    variance: 3 such cases cannot rule out a regression of 60 points. The lower bound of the
+    one-sided 95% interval (what the promotion gate reads) must say so."""
+    _, low, high = tost(np.zeros(3), 0.05)
+    assert low < -0.5 and high > 0.5
+    p, low, _ = tost(np.zeros(300), 0.02)
+    assert -0.02 < low < 0 and p < 0.05  # 300 agreeing cases do rule out a 2-point regression
+
+
+def test_gate_lower_bound_is_calibrated_when_failures_are_rare() -> None:
+    """True regression exactly at the margin (99% -> 94% pass rate, margin 0.05): the lower bound
+    must clear -margin in at most about 5% of comparisons, however often the runs agree by luck."""
+    rng = np.random.default_rng(11)
+    for n in (3, 10, 30):
+        d = rng.binomial(1, np.full((SIMULATIONS, n), 0.94)) - rng.binomial(1, np.full((SIMULATIONS, n), 0.99))
+        _, low, _ = tost(d.astype(float), 0.05)
+        rate = float(np.mean(low > -0.05))
+        _, high = _band(rate, 0.05, SIMULATIONS)
+        assert rate <= high, (n, rate)

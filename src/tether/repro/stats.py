@@ -120,6 +120,11 @@ def tost(diff: Any, margin: float, alpha: float = ALPHA) -> tuple[Any, Any, Any]
 
     ``low``/``high`` is the matching (1 - 2 alpha) interval: equivalence holds at level alpha
     exactly when it lies inside ``(-margin, margin)``.
+
+    When every difference is the same ``c`` the t-test would claim zero uncertainty, yet ``n`` equal
+    differences cannot rule out that a share ``1 - alpha ** (1/n)`` (about 3/n) of cases differs.
+    Scores lie in [0, 1], so differences lie in [-1, 1], and Markov's inequality gives exact bounds
+    instead: ``P(d >= c) <= (1 - margin) / (1 + c)`` when the mean is ``-margin``.
     """
     d, single = _rows(diff)
     n = d.shape[-1]
@@ -133,10 +138,19 @@ def tost(diff: Any, margin: float, alpha: float = ALPHA) -> tuple[Any, Any, Any]
         p_low = stats.ttest_1samp(d, -margin, axis=-1, alternative="greater").pvalue
         p_high = stats.ttest_1samp(d, margin, axis=-1, alternative="less").pvalue
     p = np.maximum(np.asarray(p_low, dtype=float), np.asarray(p_high, dtype=float))
-    constant = sd == 0
-    p = np.where(constant, np.where(np.abs(mean) < margin, 0.0, 1.0), p)
     half = stats.t.ppf(1 - alpha, n - 1) * sd / math.sqrt(n)
-    return _out(p, single), _out(mean - half, single), _out(mean + half, single)
+    low, high = mean - half, mean + half
+    constant = sd == 0
+    if constant.any():
+        c = mean[constant]
+        with np.errstate(divide="ignore"):
+            p_low = np.minimum(1.0, ((1 - margin) / np.maximum(1 + c, 0.0)) ** n)
+            p_high = np.minimum(1.0, ((1 - margin) / np.maximum(1 - c, 0.0)) ** n)
+        p[constant] = np.maximum(p_low, p_high)
+        floor = disagreement_floor(n, alpha)
+        low[constant] = c - (1 + c) * floor
+        high[constant] = c + (1 - c) * floor
+    return _out(p, single), _out(low, single), _out(high, single)
 
 
 def disagreement_floor(n: int, alpha: float = ALPHA) -> float:
