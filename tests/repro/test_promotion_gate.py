@@ -86,3 +86,18 @@ def test_the_statistical_gate_compares_on_the_candidates_changed_eval_set(toy_pr
     baseline = run_json(project, "eval", "run", v1, "--evalset-from", v2, "--seed", "3", "--repeat", "3")
     evidence = _gate_evidence(run_json(project, "promote", v2, "--to", "prod"))
     assert evidence["baseline_run"] == baseline["run_id"] and evidence["cases"] == 240
+
+
+def test_the_statistical_gate_accepts_a_zero_margin(toy_project: Callable[..., ProjectDir]) -> None:
+    """The policy allows ``margin = 0`` (no regression at all): the gate then asks for a lower bound
+    above 0, so a clearly better candidate passes and an equal one is refused as unproven, instead of
+    both being refused as "cannot be compared"."""
+    project = toy_project(toy_cases(200, 0.5, 0.3), evals=TOY_EVALS + MEAN_GATE + 'margin = 0\ncheck = "tether.repro.gate:non_inferiority"\n')
+    v1 = run_json(project, "show", "HEAD")["version_id"]
+    project.run("promote", v1, "--to", "prod")
+    project.run("eval", "run", v1, "--seed", "1")
+    candidate = _candidate(project, -0.4)  # answers 40 points more cases right
+    project.run("eval", "run", candidate, "--seed", "2")
+    project.run("rollback", "prod", "--rehearse", "--from", candidate)
+    moved = run_json(project, "promote", candidate, "--to", "prod", code=0)
+    assert _gate_evidence(moved)["margin"] == 0

@@ -205,8 +205,8 @@ def compare_runs(run_a: EvalRun, run_b: EvalRun, margin: float = DEFAULT_MARGIN,
     or scored differently, since their scores do not pair up."""
     from tether.repro.stats import compare_scores
 
-    if not 0 < margin < 1:
-        raise UsageError(f"margin {margin!r}: expected a number between 0 and 1")
+    if not 0 <= margin < 1:  # 0: the promotion gate's "no regression at all" (policy allows it)
+        raise UsageError(f"margin {margin!r}: expected a number in [0, 1)")
     if run_a.evalset_snapshot != run_b.evalset_snapshot:
         raise UsageError(
             f"run {run_b.run_id[:12]} is over eval set '{run_b.evalset}' (snapshot {run_b.evalset_snapshot[:12]}), "

@@ -186,7 +186,10 @@ def _smallest_n(factor: float, variance: float, alpha: float) -> int:
 
 def cases_needed(variance: float, margin: float, alpha: float = ALPHA, power: float = POWER) -> int:
     """The sample-size guard: cases an 80%-power TOST needs at this margin if the true difference
-    is 0, given the variance of paired differences (floored by what the cases cannot rule out)."""
+    is 0, given the variance of paired differences (floored by what the cases cannot rule out).
+    A zero margin can never be met: equivalence within ±0 needs unboundedly many cases."""
+    if margin <= 0:
+        return MAX_CASES
     return _smallest_n(_z_total(alpha, power) ** 2 / margin**2, variance, alpha)
 
 
