@@ -56,6 +56,10 @@ def test_usage_errors_under_json_print_the_error_on_stdout(project_dir: ProjectD
 def test_usage_errors_name_the_subcommand(project_dir: ProjectDir) -> None:
     line = _one_line_error(project_dir.run("audit", "erase", "X", code=None))
     assert "audit erase" in line and "--help" in line
+    # an option missing its value is raised before the subcommand's context exists
+    for args, command in ((["log", "-n"], "log"), (["audit", "query", "--at"], "audit query"), (["eval", "run", "HEAD", "--seed"], "eval run")):
+        line = _one_line_error(project_dir.run(*args, code=2))
+        assert line.startswith(f"tether: error: {command}: option") and f"(see `tether {command} --help`)" in line, line
 
 
 def test_help_still_shows_help(project_dir: ProjectDir) -> None:

@@ -71,12 +71,38 @@ def usage_failure(exc: Exception, args: Sequence[str]) -> NoReturn:
         names.insert(0, ctx.info_name or "")
         ctx = ctx.parent
     command = " ".join(name for name in names if name)
+    if not command and "requires an argument" in message:
+        command = _command_in(args)  # Click raises this one before the subcommand's context exists
     if command:
         message = f"{command}: {message}"
     if isinstance(exc, click.exceptions.UsageError):
         message += f" (see `tether {command + ' ' if command else ''}--help`)"
     code = 2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
     fail(message, code, "--json" in args)
+
+
+def _command_in(args: Sequence[str]) -> str:
+    """The (sub)command words of a command line: the words before the first option after them,
+    skipping ``-C DIR``; ``audit query --at`` -> ``audit query``."""
+    words: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-C", "--project"):
+            skip = not words
+        elif arg.startswith("-"):
+            if words:
+                break
+        else:
+            words.append(arg)
+            if len(words) == 2 or words[0] not in _GROUPS:
+                break
+    return " ".join(words)
+
+
+#: commands that take a subcommand
+_GROUPS = ("audit", "eval", "policy", "repro")
 
 
 def exit_code_for(exc: BaseException) -> int | None:
