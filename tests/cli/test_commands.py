@@ -36,6 +36,15 @@ def test_init_rejects_unknown_tier(project_dir: ProjectDir) -> None:
     assert not (project_dir.root / "tether.toml").exists()
 
 
+def test_a_first_commit_without_components_exits_1_unless_allow_empty(project_dir: ProjectDir) -> None:
+    """It recorded an empty first version (after an `add` that was refused, say)."""
+    project_dir.run("init", "--tier", "lite")
+    result = project_dir.run("commit", "-m", "first", code=1)
+    assert "nothing to commit: no component is declared yet" in result.stderr
+    assert project_dir.run("log", "--json", code=None).stdout.count('"version_id"') == 0
+    project_dir.run("commit", "-m", "first", "--allow-empty")
+
+
 def test_commit_with_nothing_changed_exits_1_unless_allow_empty(prompt_project: ProjectDir) -> None:
     first = prompt_project.run("commit", "-m", "first").stdout.strip()
     result = prompt_project.run("commit", "-m", "again", code=1)

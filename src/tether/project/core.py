@@ -553,6 +553,10 @@ class Project:
         settings_changed = bool(head) and self._settings_changed(head)  # type: ignore[arg-type]
         if head and before == components and not settings_changed and not allow_empty:
             raise NothingToCommitError("nothing to commit: every component matches the current version (use --allow-empty)")
+        if not head and not components and not allow_empty:
+            raise NothingToCommitError(
+                "nothing to commit: no component is declared yet (`tether add KIND NAME SOURCE`, or use --allow-empty)"
+            )
         changed = sorted(name for name in set(components) | set(before) if before.get(name) != components.get(name))
         if settings_changed and not changed:
             changed = [PROJECT_FILE]
