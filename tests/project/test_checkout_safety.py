@@ -425,6 +425,22 @@ def test_a_file_in_the_way_with_local_changes_is_refused(prompt_project: Project
     assert prompt_project.read("data/table") == "edited\n"
 
 
+def test_force_replaces_an_untracked_file_where_a_folder_goes(prompt_project: ProjectDir) -> None:
+    """Without --force it is refused, naming the file; --force means the user gave it up."""
+    prompt_project.write("data/a.csv", "a\n")
+    prompt_project.run("add", "files", "data", "data/")
+    prompt_project.run("commit", "-m", "v1")
+    prompt_project.write("data/x/y.csv", "y\n")
+    prompt_project.run("commit", "-m", "v2")
+    prompt_project.run("checkout", "HEAD~1")
+    prompt_project.write("data/x", "mine\n")  # untracked, where v2's folder goes
+    assert "data/x" in prompt_project.run("checkout", "main", code=1).stderr
+    assert prompt_project.read("data/x") == "mine\n"
+    prompt_project.run("checkout", "main", "--force")
+    assert prompt_project.read("data/x/y.csv") == "y\n"
+    assert json.loads(prompt_project.run("status", "--json").stdout)["clean"]
+
+
 def test_checkout_removes_folders_it_emptied(prompt_project: ProjectDir) -> None:
     """Files of a removed component went, their (now empty) folders stayed behind."""
     prompt_project.run("commit", "-m", "A")

@@ -18,7 +18,7 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -799,7 +799,9 @@ class Project:
             self._refuse_overwrites(wanted, stale, current)
         previous_branch = self.current_branch()
         stale_folders = [(self.root / rel).parent for rel in stale if is_posix_relative(rel)]
-        written = self._materialize(self.root, wanted, clean_folders=stale_folders, replaceable=stale)
+        # --force also replaces an untracked file standing where one of the version's folders goes
+        replaceable = stale | _files_where_folders_go(self.root, wanted) if force else stale
+        written = self._materialize(self.root, wanted, clean_folders=stale_folders, replaceable=replaceable)
         removed = self._remove_stale(stale)
         # "HEAD" (say, `checkout HEAD --force` to discard edits) keeps the current branch checked out.
         branch = previous_branch if ref == "HEAD" else (ref if self.meta.get_branch(ref) == version_id else None)
@@ -1398,6 +1400,15 @@ def _missing_folders(folder: Path) -> list[Path]:
         missing.insert(0, folder)
         folder = folder.parent
     return missing
+
+
+def _files_where_folders_go(root: Path, rels: Iterable[str]) -> set[str]:
+    """The folders of ``rels`` (project-relative) that exist as something other than a folder."""
+    folders: set[str] = set()
+    for rel in rels:
+        parts = rel.split("/")[:-1]
+        folders.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return {folder for folder in folders if os.path.lexists(root / folder) and not (root / folder).is_dir()}
 
 
 def _file_in_the_way(root: Path, rel: str, replaceable: set[str]) -> Path | None:
