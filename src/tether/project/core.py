@@ -73,7 +73,7 @@ from tether.project.results import (
     VersionInfo,
 )
 from tether.project.statcache import StatCache
-from tether.project.worktree import WorkingTree
+from tether.project.worktree import WorkingTree, is_within
 from tether.store import ObjectCorruptError, ObjectMissingError, ObjectStore, StoreError, open_store
 from tether.store.atomic import atomic_write_bytes, is_temporary_name, staging_path
 
@@ -1454,7 +1454,7 @@ class _SafeDestinations:
         inside = self._folders.get(folder)
         if inside is None:
             real = os.path.realpath(folder) if os.path.exists(folder) else folder
-            inside = self._folders[folder] = real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep)
+            inside = self._folders[folder] = is_within(real, self._real_root)
         if not inside:
             raise VerificationError(f"{rel}: its folder is a symlink leading outside {self.root}; refusing to write it")
         return final

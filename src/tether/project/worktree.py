@@ -111,7 +111,7 @@ class WorkingTree(SnapshotContext):
     # -- paths -------------------------------------------------------------------------
     def _inside(self, path: str | os.PathLike[str]) -> bool:
         """String comparison, not ``Path.relative_to``: called for every file of every snapshot."""
-        return _within(os.fspath(path), self._root_text)
+        return is_within(os.fspath(path), self._root_text)
 
     def resolve(self, rel_path: str, field_name: str) -> Path:
         """The absolute path of a project-relative path, checked: inside the project (symlinks
@@ -231,7 +231,7 @@ class WorkingTree(SnapshotContext):
                     rel = self.relative(full)
                     self.resolve(rel, field_name)
                     target = os.path.realpath(full)
-                    if any(_within(walked, target) for walked in (*enclosing, os.path.realpath(dirpath))):
+                    if any(is_within(walked, target) for walked in (*enclosing, os.path.realpath(dirpath))):
                         raise self._loop(rel, field_name)
                     found.extend(self._walk(full, field_name, enclosing, files))
         return found
@@ -420,7 +420,7 @@ class WorkingTree(SnapshotContext):
             raise permission_denied(rel_path) from None
 
 
-def _within(path: str, folder: str) -> bool:
+def is_within(path: str, folder: str) -> bool:
     """True when ``path`` is ``folder`` or below it (both real, absolute paths)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
