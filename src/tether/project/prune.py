@@ -75,9 +75,7 @@ def reachable(project: Project) -> set[str]:
         if version_id in seen:
             continue
         seen.add(version_id)
-        record = project.meta.get_version(version_id)
-        if record is not None:
-            stack.extend(project.meta.get_parents(version_id))
+        stack.extend(project.meta.get_parents(version_id))  # none for an unknown version
     return seen
 
 
